@@ -1,0 +1,162 @@
+use super::*;
+
+fn spec() -> BundleSpec {
+    BundleSpec {
+        name: "demo".into(),
+        version: "1.0.0".into(),
+        isv_prod_id: 7,
+        isv_svn: 1,
+        debug: false,
+        entrypoint: "bin/prog".into(),
+        args: vec!["--x".into()],
+        trust: TrustRoots::default(),
+    }
+}
+
+fn make(dir: &Path, name: &str) -> Bundle {
+    let src = dir.join("prog-src");
+    if !src.exists() {
+        fs::write(&src, b"#!/bin/sh\necho hi\n").unwrap();
+    }
+    build(
+        &dir.join(name),
+        &spec(),
+        &[(src, "bin/prog".into())],
+        &SignerKey::from_seed([1; 32]),
+    )
+    .unwrap()
+}
+
+#[test]
+fn build_open_measure_roundtrip() {
+    let t = tempfile::tempdir().unwrap();
+    let b = make(t.path(), "b");
+    let again = Bundle::open(&b.dir).unwrap();
+    assert_eq!(again.mr_enclave, b.mr_enclave);
+    assert_eq!(b.mr_enclave, measure_manifest(&b.manifest_bytes));
+    assert_eq!(b.mr_signer, SignerKey::from_seed([1; 32]).mr_signer());
+    assert_eq!(
+        b.manifest.attributes().flags,
+        Attributes::INIT | Attributes::MODE64BIT
+    );
+}
+
+#[test]
+fn any_manifest_byte_changes_mrenclave_and_breaks_signature() {
+    let t = tempfile::tempdir().unwrap();
+    let b = make(t.path(), "b");
+    let mut m = b.manifest_bytes.clone();
+    let i = m.iter().position(|&c| c == b'1').unwrap();
+    m[i] = b'2';
+    assert_ne!(measure_manifest(&m), b.mr_enclave);
+    fs::write(b.dir.join(MANIFEST_FILE), &m).unwrap();
+    assert!(matches!(
+        Bundle::open(&b.dir),
+        Err(BundleError::Signature(_))
+    ));
+}
+
+#[test]
+fn changed_file_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let b = make(t.path(), "b");
+    fs::write(b.dir.join("bin/prog"), b"#!/bin/sh\necho evil\n").unwrap();
+    assert!(matches!(
+        Bundle::open(&b.dir),
+        Err(BundleError::HashMismatch { .. })
+    ));
+}
+
+#[test]
+fn symlinked_file_and_directory_are_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let b = make(t.path(), "b");
+    let outside = t.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::rename(b.dir.join("bin/prog"), outside.join("prog")).unwrap();
+    std::os::unix::fs::symlink(outside.join("prog"), b.dir.join("bin/prog")).unwrap();
+    assert!(
+        matches!(
+            Bundle::open(&b.dir),
+            Err(BundleError::NotRegularFile { .. })
+        ),
+        "file symlink"
+    );
+    fs::remove_file(b.dir.join("bin/prog")).unwrap();
+    fs::remove_dir(b.dir.join("bin")).unwrap();
+    std::os::unix::fs::symlink(&outside, b.dir.join("bin")).unwrap();
+    assert!(
+        matches!(
+            Bundle::open(&b.dir),
+            Err(BundleError::NotRegularFile { .. })
+        ),
+        "dir symlink"
+    );
+}
+
+#[test]
+fn unsafe_paths_are_refused() {
+    for p in [
+        "../x",
+        "/etc/passwd",
+        "a/../../b",
+        "",
+        "./a",
+        "a\\b",
+        "a\0b",
+    ] {
+        assert!(check_relative_path(p).is_err(), "{p:?}");
+    }
+    assert!(check_relative_path("bin/dcnode").is_ok());
+}
+
+#[test]
+fn manifest_validation() {
+    let ok = r#"
+name = "n"
+version = "1.0.0"
+isv_prod_id = 1
+isv_svn = 1
+entrypoint = "p"
+files = [{ path = "p", sha256 = "0000000000000000000000000000000000000000000000000000000000000000" }]
+"#;
+    Manifest::parse(ok.as_bytes()).unwrap();
+    for (from, to) in [
+        ("entrypoint = \"p\"", "entrypoint = \"q\""),
+        ("path = \"p\"", "path = \"../p\""),
+        ("isv_svn = 1", "isv_svn = 1\nunknown = 2"),
+        ("isv_svn = 1", "isv_svn = 70000"),
+        ("name = \"n\"", "name = \"\""),
+        ("sha256 = \"0000", "sha256 = \"000"),
+    ] {
+        let bad = ok.replace(from, to);
+        assert!(Manifest::parse(bad.as_bytes()).is_err(), "{to}");
+    }
+    assert!(Manifest::parse(&vec![b' '; 70_000]).is_err());
+}
+
+#[test]
+fn signer_key_file_permissions() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("k");
+    let k = SignerKey::generate().unwrap();
+    k.save(&p).unwrap();
+    assert_eq!(
+        fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(SignerKey::load(&p).unwrap().mr_signer(), k.mr_signer());
+    assert!(k.save(&p).is_err(), "must not overwrite a key");
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(matches!(SignerKey::load(&p), Err(BundleError::Key(_))));
+}
+
+#[test]
+fn copy_verified_copies_only_listed_files() {
+    let t = tempfile::tempdir().unwrap();
+    let b = make(t.path(), "b");
+    fs::write(b.dir.join("extra"), b"not listed").unwrap();
+    let c = b.copy_verified(&t.path().join("copy")).unwrap();
+    assert_eq!(c.mr_enclave, b.mr_enclave);
+    assert!(!c.dir.join("extra").exists());
+}
