@@ -79,27 +79,7 @@ pub struct SimTee {
 impl SimTee {
     /// Takes the channel the platform passed to this process. Call once, early in `main`.
     pub fn from_env() -> Result<Self, TeeError> {
-        let fd: i32 = std::env::var(CHANNEL_FD_ENV)
-            .map_err(|_| {
-                TeeError::Unavailable(format!(
-                    "{CHANNEL_FD_ENV} is not set: this process was not launched by the software TEE platform"
-                ))
-            })?
-            .parse()
-            .map_err(|_| TeeError::Unavailable(format!("{CHANNEL_FD_ENV} is not a file descriptor number")))?;
-        if fd < 3 {
-            return Err(TeeError::Unavailable(format!(
-                "{CHANNEL_FD_ENV}={fd} names a standard stream"
-            )));
-        }
-        // SAFETY: the platform opened this fd for us and nothing else in the process owns
-        // it; the variable is removed below so it cannot be taken twice.
-        let stream = unsafe { UnixStream::from_raw_fd(fd) };
-        std::env::remove_var(CHANNEL_FD_ENV);
-        stream.peer_addr().map_err(|e| {
-            TeeError::Unavailable(format!("fd {fd} is not the platform channel: {e}"))
-        })?;
-        Self::from_stream(stream)
+        Self::from_stream(take_channel_from_env()?)
     }
 
     /// Uses an already-connected channel (tests, or a platform that hands over a stream).
@@ -142,6 +122,31 @@ impl SimTee {
     pub fn measured_manifest(&self) -> Result<Vec<u8>, TeeError> {
         self.call(wire::OP_MANIFEST, &[])
     }
+}
+
+/// Takes the raw channel named by [`CHANNEL_FD_ENV`]; succeeds at most once per process.
+pub fn take_channel_from_env() -> Result<UnixStream, TeeError> {
+    let fd: i32 = std::env::var(CHANNEL_FD_ENV)
+        .map_err(|_| {
+            TeeError::Unavailable(format!(
+                "{CHANNEL_FD_ENV} is not set: this process was not launched by the software TEE platform (dctee-sim launch)"
+            ))
+        })?
+        .parse()
+        .map_err(|_| TeeError::Unavailable(format!("{CHANNEL_FD_ENV} is not a file descriptor number")))?;
+    if fd < 3 {
+        return Err(TeeError::Unavailable(format!(
+            "{CHANNEL_FD_ENV}={fd} names a standard stream"
+        )));
+    }
+    // SAFETY: the platform opened this fd for us and nothing else in the process owns it;
+    // the variable is removed below so it cannot be taken twice.
+    let stream = unsafe { UnixStream::from_raw_fd(fd) };
+    std::env::remove_var(CHANNEL_FD_ENV);
+    stream
+        .peer_addr()
+        .map_err(|e| TeeError::Unavailable(format!("fd {fd} is not the platform channel: {e}")))?;
+    Ok(stream)
 }
 
 fn unavailable(e: io::Error) -> TeeError {

@@ -1,0 +1,248 @@
+//! The control protocol between `dctee-sim launch` (a host-side client) and the platform.
+//!
+//! Frames as on the enclave channel ([`dc_tee::sim::wire`]). The client sends one
+//! [`LaunchRequest`]; the platform answers with a stream of [`Event`]s ending in `Exited` or
+//! `Error`. When the client's connection closes, the platform terminates the enclave, so
+//! stopping the client stops the enclave.
+
+use std::io::{self, Read, Write};
+
+use dc_tee::Measurement;
+
+pub const MAX_CONTROL_FRAME: usize = 256 * 1024;
+const MAX_STRINGS: usize = 512;
+
+const OP_LAUNCH: u8 = 1;
+const EV_STARTED: u8 = 1;
+const EV_STDOUT: u8 = 2;
+const EV_STDERR: u8 = 3;
+const EV_EXITED: u8 = 4;
+const EV_ERROR: u8 = 5;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaunchRequest {
+    /// Absolute path of the bundle directory.
+    pub bundle: String,
+    /// Working directory for the enclave process.
+    pub cwd: String,
+    /// Appended after the manifest's own (measured) arguments. Untrusted input to the enclave.
+    pub args: Vec<String>,
+    /// `KEY=VALUE` environment. Untrusted input to the enclave.
+    pub env: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Started {
+        mr_enclave: Measurement,
+        mr_signer: Measurement,
+        pid: u32,
+    },
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    /// Exit code, or 128 + signal number.
+    Exited(i32),
+    Error(String),
+}
+
+fn bad(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> io::Result<&[u8]> {
+        if self.0.len() < n {
+            return Err(bad("truncated control message"));
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn u32(&mut self) -> io::Result<u32> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn string(&mut self) -> io::Result<String> {
+        let n = self.u32()? as usize;
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| bad("string is not UTF-8"))
+    }
+    fn strings(&mut self) -> io::Result<Vec<String>> {
+        let n = self.u32()? as usize;
+        if n > MAX_STRINGS {
+            return Err(bad(format!("more than {MAX_STRINGS} strings")));
+        }
+        (0..n).map(|_| self.string()).collect()
+    }
+}
+
+impl LaunchRequest {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut o = vec![OP_LAUNCH];
+        put_str(&mut o, &self.bundle);
+        put_str(&mut o, &self.cwd);
+        for list in [&self.args, &self.env] {
+            o.extend_from_slice(&(list.len() as u32).to_le_bytes());
+            list.iter().for_each(|s| put_str(&mut o, s));
+        }
+        o
+    }
+
+    pub fn decode(b: &[u8]) -> io::Result<Self> {
+        let mut r = Reader(b);
+        if r.take(1)? != [OP_LAUNCH] {
+            return Err(bad("unknown control operation"));
+        }
+        let req = Self {
+            bundle: r.string()?,
+            cwd: r.string()?,
+            args: r.strings()?,
+            env: r.strings()?,
+        };
+        if !r.0.is_empty() {
+            return Err(bad("trailing bytes after launch request"));
+        }
+        Ok(req)
+    }
+}
+
+impl Event {
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Event::Started {
+                mr_enclave,
+                mr_signer,
+                pid,
+            } => [
+                &[EV_STARTED][..],
+                &mr_enclave.0,
+                &mr_signer.0,
+                &pid.to_le_bytes(),
+            ]
+            .concat(),
+            Event::Stdout(d) => [&[EV_STDOUT][..], d].concat(),
+            Event::Stderr(d) => [&[EV_STDERR][..], d].concat(),
+            Event::Exited(c) => [&[EV_EXITED][..], &c.to_le_bytes()].concat(),
+            Event::Error(m) => [&[EV_ERROR][..], m.as_bytes()].concat(),
+        }
+    }
+
+    pub fn decode(b: &[u8]) -> io::Result<Self> {
+        let (&kind, rest) = b.split_first().ok_or_else(|| bad("empty event"))?;
+        let mut r = Reader(rest);
+        Ok(match kind {
+            EV_STARTED => Event::Started {
+                mr_enclave: Measurement::from_slice(r.take(32)?).expect("32"),
+                mr_signer: Measurement::from_slice(r.take(32)?).expect("32"),
+                pid: r.u32()?,
+            },
+            EV_STDOUT => Event::Stdout(rest.to_vec()),
+            EV_STDERR => Event::Stderr(rest.to_vec()),
+            EV_EXITED => Event::Exited(r.u32()? as i32),
+            EV_ERROR => Event::Error(String::from_utf8_lossy(rest).into_owned()),
+            k => return Err(bad(format!("unknown event {k}"))),
+        })
+    }
+}
+
+/// Sends a launch request and forwards the enclave's output to `stdout`/`stderr`.
+/// Returns the enclave's exit code. `on_started` sees the identity the platform assigned.
+pub fn run_launch(
+    socket: &std::path::Path,
+    req: &LaunchRequest,
+    stdout: &mut impl Write,
+    stderr: &mut impl Write,
+    mut on_started: impl FnMut(&Measurement, &Measurement, u32),
+) -> Result<i32, String> {
+    let mut conn = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
+        format!(
+            "cannot reach the software TEE platform at {}: {e}; start it with `dctee-sim serve --state DIR`",
+            socket.display()
+        )
+    })?;
+    dc_tee::sim::wire::write_frame(&mut conn, &req.encode()).map_err(|e| e.to_string())?;
+    loop {
+        let frame = dc_tee::sim::wire::read_frame(&mut conn, MAX_CONTROL_FRAME)
+            .map_err(|e| format!("platform connection: {e}"))?
+            .ok_or("the platform closed the connection before the enclave exited")?;
+        match Event::decode(&frame).map_err(|e| e.to_string())? {
+            Event::Started {
+                mr_enclave,
+                mr_signer,
+                pid,
+            } => on_started(&mr_enclave, &mr_signer, pid),
+            Event::Stdout(d) => {
+                let _ = stdout.write_all(&d).and_then(|_| stdout.flush());
+            }
+            Event::Stderr(d) => {
+                let _ = stderr.write_all(&d).and_then(|_| stderr.flush());
+            }
+            Event::Exited(code) => return Ok(code),
+            Event::Error(m) => return Err(m),
+        }
+    }
+}
+
+/// Reads everything from `r` in chunks, calling `f` for each.
+pub(crate) fn pump(mut r: impl Read, mut f: impl FnMut(&[u8]) -> bool) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if !f(&buf[..n]) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launch_request_roundtrip_and_rejects_garbage() {
+        let r = LaunchRequest {
+            bundle: "/b".into(),
+            cwd: "/".into(),
+            args: vec!["a".into(), "".into()],
+            env: vec!["K=V".into()],
+        };
+        assert_eq!(LaunchRequest::decode(&r.encode()).unwrap(), r);
+        let e = r.encode();
+        for n in 0..e.len() {
+            assert!(LaunchRequest::decode(&e[..n]).is_err(), "prefix {n}");
+        }
+        let mut huge = vec![OP_LAUNCH];
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(LaunchRequest::decode(&huge).is_err());
+    }
+
+    #[test]
+    fn events_roundtrip() {
+        for e in [
+            Event::Started {
+                mr_enclave: Measurement([1; 32]),
+                mr_signer: Measurement([2; 32]),
+                pid: 77,
+            },
+            Event::Stdout(b"out".to_vec()),
+            Event::Stderr(vec![]),
+            Event::Exited(-1),
+            Event::Error("nope".into()),
+        ] {
+            assert_eq!(Event::decode(&e.encode()).unwrap(), e);
+        }
+        assert!(Event::decode(&[99]).is_err());
+        assert!(Event::decode(&[]).is_err());
+    }
+}

@@ -1,0 +1,203 @@
+//! `dctee-sim`: the software TEE platform's command line. INSECURE: development and CI only.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use dc_bundle::{Bundle, BundleSpec, SignerKey, TrustRoots};
+use dc_tee::CpuSvn;
+use dc_tee_sim::control::{run_launch, LaunchRequest};
+use dc_tee_sim::server::{identity_of, Server};
+use dc_tee_sim::state::StateDir;
+
+#[derive(Parser)]
+#[command(
+    name = "dctee-sim",
+    version,
+    about = "The software TEE platform (INSECURE: for development and CI; root on the host can read its secret)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the platform: hold the root secret, launch enclaves, answer EREPORT/EGETKEY.
+    Serve {
+        /// State directory (root secret, CPUSVN, control socket).
+        #[arg(long, env = "DCTEE_SIM_STATE")]
+        state: PathBuf,
+        /// Set the platform CPUSVN (32 hex characters) before starting, as a microcode update
+        /// would. Persisted.
+        #[arg(long)]
+        cpusvn: Option<String>,
+    },
+    /// Launch a bundle as an enclave on a running platform; exits with the enclave's code.
+    /// Stopping this process stops the enclave.
+    Launch {
+        #[arg(long, env = "DCTEE_SIM_STATE")]
+        state: PathBuf,
+        /// Environment for the enclave, KEY=VALUE (repeatable). Untrusted input to it.
+        #[arg(long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// Print the assigned identity to stderr.
+        #[arg(long)]
+        verbose: bool,
+        bundle: PathBuf,
+        /// Extra arguments, appended after the manifest's measured ones.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Verify a bundle and print the identity the platform would give it.
+    Measure { bundle: PathBuf },
+    /// Create an enclave signer key file (mode 0600).
+    Keygen { out: PathBuf },
+    /// Build and sign a bundle from files.
+    Bundle {
+        #[arg(long)]
+        signer: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        version: String,
+        #[arg(long, default_value_t = 1)]
+        isv_prod_id: u16,
+        #[arg(long, default_value_t = 1)]
+        isv_svn: u16,
+        #[arg(long)]
+        debug: bool,
+        /// Path inside the bundle of the program to run.
+        #[arg(long)]
+        entrypoint: String,
+        /// A measured argument (repeatable).
+        #[arg(long = "arg", allow_hyphen_values = true)]
+        args: Vec<String>,
+        /// Trust roots: a TOML file with the [trust] table's fields.
+        #[arg(long)]
+        trust: Option<PathBuf>,
+        /// SOURCE=PATH_IN_BUNDLE (repeatable).
+        #[arg(required = true)]
+        files: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("dctee-sim: error: {e:#}");
+            ExitCode::from(125)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Serve { state, cpusvn } => {
+            let svn = cpusvn
+                .map(|s| CpuSvn::from_hex(&s).context("--cpusvn must be 32 hex characters"))
+                .transpose()?;
+            let server = Server::bind(&state, svn)?;
+            eprintln!("dctee-sim: WARNING: software TEE platform — not a security boundary; root on this host can read {}", state.join(dc_tee_sim::state::ROOT_SECRET_FILE).display());
+            println!(
+                "dctee-sim: serving on {} (CPUSVN {})",
+                server.socket().display(),
+                server.cpu_svn()
+            );
+            server.run()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Launch {
+            state,
+            env,
+            verbose,
+            bundle,
+            args,
+        } => {
+            let socket = StateDir { path: state }.control_socket();
+            let req = LaunchRequest {
+                bundle: std::path::absolute(&bundle)?.to_string_lossy().into_owned(),
+                cwd: std::env::current_dir()?.to_string_lossy().into_owned(),
+                args,
+                env,
+            };
+            let code = run_launch(
+                &socket,
+                &req,
+                &mut std::io::stdout(),
+                &mut std::io::stderr(),
+                |e, s, pid| {
+                    if verbose {
+                        eprintln!("dctee-sim: enclave pid {pid} mrenclave {e} mrsigner {s}");
+                    }
+                },
+            )
+            .map_err(anyhow::Error::msg)?;
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
+        Cmd::Measure { bundle } => {
+            let b = Bundle::open(&bundle)?;
+            let id = identity_of(&b);
+            println!("name       {}", b.manifest.name);
+            println!("version    {}", b.manifest.version);
+            println!("mrenclave  {}", b.mr_enclave);
+            println!("mrsigner   {}", b.mr_signer);
+            println!("isvprodid  {}", id.isv_prod_id);
+            println!("isvsvn     {}", id.isv_svn);
+            println!("debug      {}", id.is_debug());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Keygen { out } => {
+            let k = SignerKey::generate()?;
+            k.save(&out)?;
+            println!("mrsigner {}", k.mr_signer());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Bundle {
+            signer,
+            out,
+            name,
+            version,
+            isv_prod_id,
+            isv_svn,
+            debug,
+            entrypoint,
+            args,
+            trust,
+            files,
+        } => {
+            let trust: TrustRoots = match trust {
+                Some(p) => toml::from_str(
+                    &std::fs::read_to_string(&p).with_context(|| p.display().to_string())?,
+                )
+                .with_context(|| format!("{}: not a valid [trust] table", p.display()))?,
+                None => TrustRoots::default(),
+            };
+            let mut pairs = Vec::new();
+            for f in files {
+                let Some((src, rel)) = f.split_once('=') else {
+                    bail!("file argument {f:?} must be SOURCE=PATH_IN_BUNDLE");
+                };
+                pairs.push((PathBuf::from(src), rel.to_string()));
+            }
+            let spec = BundleSpec {
+                name,
+                version,
+                isv_prod_id,
+                isv_svn,
+                debug,
+                entrypoint,
+                args,
+                trust,
+            };
+            let b = dc_bundle::build(&out, &spec, &pairs, &SignerKey::load(&signer)?)?;
+            println!("mrenclave {}", b.mr_enclave);
+            println!("mrsigner  {}", b.mr_signer);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,472 @@
+//! `dctee-sim serve`: accepts launch requests on a private Unix socket, measures and starts
+//! enclaves, and serves each one's private channel.
+//!
+//! One thread per enclave channel and per launch; a misbehaving enclave (garbage, oversized
+//! frames) loses only its own channel.
+
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dc_bundle::Bundle;
+use dc_tee::sgx::{ConfigId, EgetkeyError};
+use dc_tee::sim::{wire, CHANNEL_FD_ENV};
+use dc_tee::{CpuSvn, EnclaveIdentity, KeyId, KeyRequest, ReportData, TargetInfo};
+
+use crate::control::{pump, Event, LaunchRequest, MAX_CONTROL_FRAME};
+use crate::platform::Platform;
+use crate::state::{StateDir, StateError};
+
+/// How long a stopped enclave gets between SIGTERM and SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("another platform is already serving on {0}; stop it first or use another --state directory")]
+    AlreadyRunning(PathBuf),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
+    let what = what.into();
+    move |source| ServeError::Io { what, source }
+}
+
+pub struct Server {
+    platform: Arc<Platform>,
+    enclaves_dir: PathBuf,
+    listener: UnixListener,
+    socket: PathBuf,
+}
+
+impl Server {
+    /// Loads (or creates) the platform state and binds the control socket.
+    pub fn bind(state_dir: &Path, new_cpu_svn: Option<CpuSvn>) -> Result<Self, ServeError> {
+        let state = StateDir::open(state_dir)?;
+        let root = state.root_secret()?;
+        if let Some(svn) = new_cpu_svn {
+            state.set_cpu_svn(svn)?;
+        }
+        let cpu_svn = state.cpu_svn()?;
+        let mut key_id = [0u8; 32];
+        getrandom::getrandom(&mut key_id)
+            .map_err(|e| io_err("randomness")(std::io::Error::other(e.to_string())))?;
+        let socket = state.control_socket();
+        if socket.exists() {
+            if UnixStream::connect(&socket).is_ok() {
+                return Err(ServeError::AlreadyRunning(socket));
+            }
+            std::fs::remove_file(&socket)
+                .map_err(io_err(format!("removing stale {}", socket.display())))?;
+        }
+        let enclaves_dir = state.enclaves_dir();
+        // Copies left by a previous run (crash) are stale: no enclave runs from them any more.
+        let _ = std::fs::remove_dir_all(&enclaves_dir);
+        std::fs::create_dir_all(&enclaves_dir)
+            .map_err(io_err(enclaves_dir.display().to_string()))?;
+        std::fs::set_permissions(&enclaves_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io_err(enclaves_dir.display().to_string()))?;
+        let listener =
+            UnixListener::bind(&socket).map_err(io_err(format!("binding {}", socket.display())))?;
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+            .map_err(io_err(socket.display().to_string()))?;
+        Ok(Self {
+            platform: Arc::new(Platform::new(root, cpu_svn, KeyId(key_id))),
+            enclaves_dir,
+            listener,
+            socket,
+        })
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    pub fn cpu_svn(&self) -> CpuSvn {
+        self.platform.cpu_svn()
+    }
+
+    /// Serves until the process is killed.
+    pub fn run(self) -> Result<(), ServeError> {
+        let seq = Arc::new(AtomicU64::new(0));
+        for conn in self.listener.incoming() {
+            let conn = match conn {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("dctee-sim: accept failed: {e}");
+                    continue;
+                }
+            };
+            let platform = self.platform.clone();
+            let dir = self
+                .enclaves_dir
+                .join(format!("{}", seq.fetch_add(1, Ordering::Relaxed)));
+            std::thread::spawn(move || handle_control(platform, dir, conn));
+        }
+        Ok(())
+    }
+}
+
+fn handle_control(platform: Arc<Platform>, dir: PathBuf, mut conn: UnixStream) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = conn.set_write_timeout(Some(Duration::from_secs(30)));
+    let req = match wire::read_frame(&mut conn, MAX_CONTROL_FRAME)
+        .and_then(|f| f.ok_or_else(|| std::io::Error::other("no request")))
+        .and_then(|f| LaunchRequest::decode(&f))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = wire::write_frame(
+                &mut conn,
+                &Event::Error(format!("bad launch request: {e}")).encode(),
+            );
+            return;
+        }
+    };
+    if let Err(msg) = launch(&platform, &dir, conn.try_clone(), &req) {
+        eprintln!("dctee-sim: launch of {} refused: {msg}", req.bundle);
+        let _ = wire::write_frame(&mut conn, &Event::Error(msg).encode());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The identity the platform gives an enclave of `bundle`.
+pub fn identity_of(bundle: &Bundle) -> EnclaveIdentity {
+    EnclaveIdentity {
+        mr_enclave: bundle.mr_enclave,
+        mr_signer: bundle.mr_signer,
+        isv_prod_id: bundle.manifest.isv_prod_id,
+        isv_svn: bundle.manifest.isv_svn,
+        attributes: bundle.manifest.attributes(),
+        misc_select: 0,
+        config_id: ConfigId::ZERO,
+        config_svn: 0,
+        cet_attributes: 0,
+    }
+}
+
+fn launch(
+    platform: &Arc<Platform>,
+    dir: &Path,
+    conn: std::io::Result<UnixStream>,
+    req: &LaunchRequest,
+) -> Result<(), String> {
+    let conn = conn.map_err(|e| e.to_string())?;
+    let src = Path::new(&req.bundle);
+    if !src.is_absolute() || !Path::new(&req.cwd).is_absolute() {
+        return Err("bundle and working directory must be absolute paths".into());
+    }
+    // Measure a private copy and run that copy, so the files cannot change between
+    // measurement and execution.
+    let bundle = Bundle::open(src)
+        .and_then(|b| b.copy_verified(dir))
+        .map_err(|e| format!("bundle {}: {e}", src.display()))?;
+    let identity = identity_of(&bundle);
+    let (platform_end, enclave_end) = UnixStream::pair().map_err(|e| e.to_string())?;
+
+    let mut cmd = Command::new(bundle.entrypoint());
+    cmd.args(&bundle.manifest.args)
+        .args(&req.args)
+        .current_dir(&req.cwd)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin");
+    for kv in &req.env {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("environment entry {kv:?} is not KEY=VALUE"))?;
+        if k == CHANNEL_FD_ENV || k.is_empty() {
+            return Err(format!(
+                "environment variable {k:?} may not be set by the launcher"
+            ));
+        }
+        cmd.env(k, v);
+    }
+    cmd.env(CHANNEL_FD_ENV, "3")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let fd = enclave_end.as_raw_fd();
+    // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == 3 {
+                let flags = libc::fcntl(3, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", bundle.entrypoint().display()))?;
+    drop(enclave_end);
+    let pid = child.id();
+    eprintln!(
+        "dctee-sim: launched {} {} pid {pid} mrenclave {}{}",
+        bundle.manifest.name,
+        bundle.manifest.version,
+        bundle.mr_enclave,
+        if identity.is_debug() { " (DEBUG)" } else { "" }
+    );
+
+    let writer = Arc::new(Mutex::new(conn.try_clone().map_err(|e| e.to_string())?));
+    let send = {
+        let writer = writer.clone();
+        move |ev: Event| -> bool {
+            let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+            wire::write_frame(&mut *w, &ev.encode()).is_ok()
+        }
+    };
+    send(Event::Started {
+        mr_enclave: bundle.mr_enclave,
+        mr_signer: bundle.mr_signer,
+        pid,
+    });
+
+    {
+        let platform = platform.clone();
+        let manifest = bundle.manifest_bytes.clone();
+        std::thread::spawn(move || serve_channel(&platform, &identity, &manifest, platform_end));
+    }
+    let mut relays = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        let send = send.clone();
+        relays.push(std::thread::spawn(move || {
+            pump(out, |d| send(Event::Stdout(d.to_vec())))
+        }));
+    }
+    if let Some(err) = child.stderr.take() {
+        let send = send.clone();
+        relays.push(std::thread::spawn(move || {
+            pump(err, |d| send(Event::Stderr(d.to_vec())))
+        }));
+    }
+
+    // The launcher going away (killed, or closed its connection) stops the enclave.
+    let exited = Arc::new(AtomicBool::new(false));
+    {
+        let exited = exited.clone();
+        let mut conn = conn;
+        let _ = conn.set_read_timeout(None);
+        std::thread::spawn(move || {
+            let mut b = [0u8; 64];
+            while matches!(conn.read(&mut b), Ok(n) if n > 0) {}
+            terminate(pid, &exited);
+        });
+    }
+
+    let status = child.wait().map_err(|e| e.to_string())?;
+    exited.store(true, Ordering::SeqCst);
+    // Whatever the enclave left behind in its process group dies with it.
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+    for r in relays {
+        let _ = r.join();
+    }
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    eprintln!(
+        "dctee-sim: {} pid {pid} exited with {code}",
+        bundle.manifest.name
+    );
+    send(Event::Exited(code));
+    Ok(())
+}
+
+fn terminate(pid: u32, exited: &AtomicBool) {
+    if exited.load(Ordering::SeqCst) {
+        return;
+    }
+    // SAFETY: kill(2) has no memory-safety preconditions. The negative pid targets the
+    // enclave's own process group, which it leads until it exits.
+    unsafe { libc::kill(-(pid as i32), libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + STOP_GRACE;
+    while std::time::Instant::now() < deadline {
+        if exited.load(Ordering::SeqCst) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if !exited.load(Ordering::SeqCst) {
+        // SAFETY: as above.
+        unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+    }
+}
+
+/// Serves one enclave's channel until it closes or violates the protocol.
+pub fn serve_channel(
+    platform: &Platform,
+    me: &EnclaveIdentity,
+    manifest: &[u8],
+    mut ch: UnixStream,
+) {
+    let _ = ch.set_write_timeout(Some(Duration::from_secs(10)));
+    loop {
+        let frame = match wire::read_frame(&mut ch, wire::MAX_REQUEST) {
+            Ok(Some(f)) => f,
+            Ok(None) => return,
+            Err(e) => {
+                eprintln!("dctee-sim: enclave {} channel closed: {e}", me.mr_enclave);
+                let _ = wire::write_frame(&mut ch, &refusal(&e.to_string()));
+                return;
+            }
+        };
+        if wire::write_frame(&mut ch, &handle_request(platform, me, manifest, &frame)).is_err() {
+            return;
+        }
+    }
+}
+
+fn refusal(msg: &str) -> Vec<u8> {
+    [&wire::STATUS_BAD_REQUEST.to_le_bytes()[..], msg.as_bytes()].concat()
+}
+
+fn ok(payload: &[u8]) -> Vec<u8> {
+    [&wire::STATUS_OK.to_le_bytes()[..], payload].concat()
+}
+
+/// One request on an enclave channel → its response. Pure.
+pub fn handle_request(
+    platform: &Platform,
+    me: &EnclaveIdentity,
+    manifest: &[u8],
+    req: &[u8],
+) -> Vec<u8> {
+    let Some((&op, payload)) = req.split_first() else {
+        return refusal("empty request");
+    };
+    let expect = |n: usize| {
+        if payload.len() == n {
+            Ok(())
+        } else {
+            Err(refusal(&format!(
+                "operation {op} takes {n} payload bytes, got {}",
+                payload.len()
+            )))
+        }
+    };
+    let result = match op {
+        wire::OP_TARGET_INFO => expect(0).map(|_| ok(&me.target_info().to_bytes())),
+        wire::OP_REPORT => expect(TargetInfo::LEN + ReportData::LEN).and_then(|_| {
+            let target = TargetInfo::from_bytes(&payload[..TargetInfo::LEN])
+                .map_err(|e| refusal(&e.to_string()))?;
+            let data = ReportData::from_slice(&payload[TargetInfo::LEN..]).expect("64 bytes");
+            Ok(ok(&platform.ereport(me, &target, &data).to_bytes()))
+        }),
+        wire::OP_GET_KEY => expect(KeyRequest::LEN).and_then(|_| {
+            let kr = KeyRequest::from_bytes(payload)
+                .map_err(|_| EgetkeyError::InvalidAttribute.code().to_le_bytes().to_vec())?;
+            match platform.egetkey(me, &kr) {
+                Ok(k) => Ok(ok(k.expose())),
+                Err(e) => Err(e.code().to_le_bytes().to_vec()),
+            }
+        }),
+        wire::OP_MANIFEST => expect(0).map(|_| ok(manifest)),
+        _ => Err(refusal(&format!("unknown operation {op}"))),
+    };
+    result.unwrap_or_else(|e| e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dc_tee::sim::SimTee;
+    use dc_tee::Tee;
+    use zeroize::Zeroizing;
+
+    fn me(mre: u8) -> EnclaveIdentity {
+        let mut id = EnclaveIdentity {
+            mr_enclave: dc_tee::Measurement([mre; 32]),
+            mr_signer: dc_tee::Measurement([9; 32]),
+            isv_prod_id: 1,
+            isv_svn: 1,
+            attributes: Default::default(),
+            misc_select: 0,
+            config_id: ConfigId::ZERO,
+            config_svn: 0,
+            cet_attributes: 0,
+        };
+        id.attributes.flags = dc_tee::Attributes::INIT;
+        id
+    }
+
+    /// The sim client against the channel server, in-process over a socketpair.
+    #[test]
+    fn sim_client_and_channel_server_agree() {
+        let p = Arc::new(Platform::new(
+            Zeroizing::new([1; 32]),
+            CpuSvn([1; 16]),
+            KeyId([2; 32]),
+        ));
+        let (a, b) = (me(1), me(2));
+        let connect = |id: EnclaveIdentity| {
+            let (x, y) = UnixStream::pair().unwrap();
+            let p = p.clone();
+            std::thread::spawn(move || serve_channel(&p, &id, b"manifest", y));
+            SimTee::from_stream(x).unwrap()
+        };
+        let (ta, tb) = (connect(a), connect(b));
+        assert_eq!(ta.identity().unwrap(), a);
+        let r = ta
+            .report(&tb.target_info().unwrap(), &ReportData([3; 64]))
+            .unwrap();
+        let v = tb.verify_report(&r).unwrap();
+        assert_eq!(v.identity.mr_enclave, a.mr_enclave);
+        assert!(matches!(
+            ta.verify_report(&r),
+            Err(dc_tee::TeeError::ReportMac)
+        ));
+        let blob = ta
+            .seal(dc_tee::SealPolicy::MrEnclave, b"", b"hello")
+            .unwrap();
+        assert_eq!(&ta.unseal(&blob.0, b"").unwrap()[..], b"hello");
+        assert!(tb.unseal(&blob.0, b"").is_err());
+        assert_eq!(ta.measured_manifest().unwrap(), b"manifest");
+    }
+
+    #[test]
+    fn malformed_requests_get_refusals_not_panics() {
+        let p = Platform::new(Zeroizing::new([1; 32]), CpuSvn([1; 16]), KeyId([2; 32]));
+        let status = |r: &[u8]| {
+            u32::from_le_bytes(handle_request(&p, &me(1), b"", r)[..4].try_into().unwrap())
+        };
+        assert_eq!(status(&[]), wire::STATUS_BAD_REQUEST);
+        assert_eq!(status(&[99]), wire::STATUS_BAD_REQUEST);
+        assert_eq!(
+            status(&[wire::OP_REPORT, 1, 2, 3]),
+            wire::STATUS_BAD_REQUEST
+        );
+        assert_eq!(status(&[wire::OP_TARGET_INFO, 0]), wire::STATUS_BAD_REQUEST);
+        let mut kr = vec![wire::OP_GET_KEY];
+        kr.extend_from_slice(&[0xFF; 512]);
+        assert_eq!(status(&kr), EgetkeyError::InvalidAttribute.code());
+        let mut unknown = vec![wire::OP_GET_KEY];
+        let mut req = KeyRequest::report_key(KeyId::ZERO);
+        req.key_name = 7;
+        unknown.extend_from_slice(&req.to_bytes());
+        assert_eq!(status(&unknown), EgetkeyError::InvalidKeyName.code());
+        let mut bad_ti = vec![wire::OP_REPORT];
+        bad_ti.extend_from_slice(&[0xFF; 576]);
+        assert_eq!(status(&bad_ti), wire::STATUS_BAD_REQUEST);
+    }
+}

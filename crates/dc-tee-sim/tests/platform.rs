@@ -1,0 +1,420 @@
+//! The software TEE platform as real processes: `dctee-sim serve`, enclaves started with
+//! `dctee-sim launch`, the `dctee-probe` enclave exercising EREPORT/EGETKEY/sealing.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use dc_bundle::{BundleSpec, SignerKey, TrustRoots};
+
+const SIM: &str = env!("CARGO_BIN_EXE_dctee-sim");
+const PROBE: &str = env!("CARGO_BIN_EXE_dctee-probe");
+
+struct Platform {
+    child: Child,
+    state: PathBuf,
+}
+
+impl Platform {
+    fn start(state: &Path, cpusvn: Option<&str>) -> Self {
+        Self::try_start(state, cpusvn).unwrap_or_else(|e| panic!("platform did not start: {e}"))
+    }
+
+    fn try_start(state: &Path, cpusvn: Option<&str>) -> Result<Self, String> {
+        let mut cmd = Command::new(SIM);
+        cmd.arg("serve")
+            .arg("--state")
+            .arg(state)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(s) = cpusvn {
+            cmd.args(["--cpusvn", s]);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        if !line.contains("serving on") {
+            let out = child.wait_with_output().unwrap();
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        // Keep draining stderr so the platform never blocks on a full pipe.
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || std::io::copy(&mut BufReader::new(err), &mut std::io::sink()));
+        Ok(Self {
+            child,
+            state: state.to_path_buf(),
+        })
+    }
+
+    fn launch(&self, bundle: &Path, cwd: &Path, args: &[&str]) -> (i32, String) {
+        let out = Command::new(SIM)
+            .arg("launch")
+            .arg("--state")
+            .arg(&self.state)
+            .arg(bundle)
+            .arg("--")
+            .args(args)
+            .current_dir(cwd)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    }
+
+    /// Runs and asserts success; returns stdout+stderr.
+    fn ok(&self, bundle: &Path, cwd: &Path, args: &[&str]) -> String {
+        let (code, out) = self.launch(bundle, cwd, args);
+        assert_eq!(code, 0, "{args:?} failed: {out}");
+        out
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A probe bundle; `variant` is a measured argument, so different variants are different
+    /// enclaves of otherwise identical code.
+    fn bundle(&self, name: &str, signer: u8, isv_svn: u16, debug: bool, variant: &str) -> PathBuf {
+        let out = self.path().join(name);
+        let spec = BundleSpec {
+            name: "probe".into(),
+            version: format!("1.0.{isv_svn}"),
+            isv_prod_id: 7,
+            isv_svn,
+            debug,
+            entrypoint: "bin/dctee-probe".into(),
+            args: vec![],
+            trust: TrustRoots {
+                authorized_enclaves: vec![],
+                committee_keys: vec![variant.to_string()],
+                threshold: 0,
+                allow_debug_peers: false,
+            },
+        };
+        dc_bundle::build(
+            &out,
+            &spec,
+            &[(PROBE.into(), "bin/dctee-probe".into())],
+            &SignerKey::from_seed([signer; 32]),
+        )
+        .unwrap();
+        out
+    }
+}
+
+fn field<'a>(out: &'a str, key: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in {out}"))
+}
+
+fn measured(bundle: &Path) -> String {
+    let out = Command::new(SIM)
+        .arg("measure")
+        .arg(bundle)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("mrenclave  "))
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn identity_is_assigned_by_the_platform_from_the_measurement() {
+    let f = Fixture::new();
+    let p = Platform::start(&f.path().join("state"), None);
+    let a = f.bundle("a", 1, 1, false, "a");
+    let out = p.ok(&a, f.path(), &["identity"]);
+    assert_eq!(field(&out, "mrenclave"), measured(&a));
+    assert_eq!(
+        field(&out, "mrsigner"),
+        SignerKey::from_seed([1; 32]).mr_signer().to_string()
+    );
+    assert_eq!(field(&out, "isvsvn"), "1");
+    assert_eq!(field(&out, "debug"), "false");
+    // The measured manifest is what the enclave can read its trust roots from.
+    assert!(p
+        .ok(&a, f.path(), &["manifest"])
+        .contains("committee_keys = [\"a\"]"));
+    // The launcher cannot hand the enclave another channel.
+    let out = Command::new(SIM)
+        .args(["launch", "--state"])
+        .arg(&p.state)
+        .args(["--env", "DCTEE_SIM_FD=4"])
+        .arg(&a)
+        .args(["--", "identity"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("may not be set"));
+}
+
+#[test]
+fn report_for_b_verifies_in_b_only_and_not_after_a_bit_flip() {
+    let f = Fixture::new();
+    let p = Platform::start(&f.path().join("state"), None);
+    let (a, b, c) = (
+        f.bundle("a", 1, 1, false, "a"),
+        f.bundle("b", 1, 1, false, "b"),
+        f.bundle("c", 1, 1, false, "c"),
+    );
+    p.ok(&b, f.path(), &["target-info", "b.ti"]);
+    let data = "ab".repeat(64);
+    p.ok(&a, f.path(), &["report", "b.ti", &data, "a-for-b.rep"]);
+    let out = p.ok(&b, f.path(), &["verify", "a-for-b.rep"]);
+    assert!(
+        out.contains(&format!("verified mrenclave={}", measured(&a))),
+        "{out}"
+    );
+    assert!(out.contains(&format!("report_data={data}")));
+
+    let (code, out) = p.launch(&c, f.path(), &["verify", "a-for-b.rep"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("report MAC does not verify"), "{out}");
+
+    // One bit in each field, MAC'd body and MAC alike (the exhaustive flip is a unit test).
+    let report = std::fs::read(f.path().join("a-for-b.rep")).unwrap();
+    for byte in [0, 16, 48, 64, 128, 192, 256, 258, 320, 383, 384, 416, 431] {
+        let mut flipped = report.clone();
+        flipped[byte] ^= 0x01;
+        std::fs::write(f.path().join("flip.rep"), &flipped).unwrap();
+        let (code, out) = p.launch(&b, f.path(), &["verify", "flip.rep"]);
+        assert_eq!(code, 1, "flip at byte {byte} verified: {out}");
+    }
+    // Truncated report: a clear parse error.
+    std::fs::write(f.path().join("short.rep"), &report[..431]).unwrap();
+    let (code, out) = p.launch(&b, f.path(), &["verify", "short.rep"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("must be exactly 432 bytes"), "{out}");
+}
+
+#[test]
+fn mrenclave_and_mrsigner_sealing_policies() {
+    let f = Fixture::new();
+    let p = Platform::start(&f.path().join("state"), None);
+    let v1 = f.bundle("v1", 1, 1, false, "x");
+    let v1_other_byte = f.bundle("v1b", 1, 1, false, "y");
+    let v2 = f.bundle("v2", 1, 2, false, "x");
+    let foreign = f.bundle("foreign", 2, 5, false, "x");
+
+    p.ok(&v1, f.path(), &["seal", "mrenclave", "only-v1", "e.blob"]);
+    assert!(p
+        .ok(&v1, f.path(), &["unseal", "e.blob"])
+        .contains("unsealed=only-v1"));
+    let (code, out) = p.launch(&v1_other_byte, f.path(), &["unseal", "e.blob"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("does not open"), "{out}");
+
+    p.ok(&v1, f.path(), &["seal", "mrsigner", "family", "s.blob"]);
+    assert!(p
+        .ok(&v2, f.path(), &["unseal", "s.blob"])
+        .contains("unsealed=family"));
+    assert_eq!(p.launch(&foreign, f.path(), &["unseal", "s.blob"]).0, 1);
+
+    p.ok(&v2, f.path(), &["seal", "mrsigner", "newer", "s2.blob"]);
+    let (code, out) = p.launch(&v1, f.path(), &["unseal", "s2.blob"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("SGX_INVALID_ISVSVN"), "{out}");
+}
+
+#[test]
+fn sealed_data_survives_a_cpusvn_increase_across_a_restart_and_is_never_deleted() {
+    let f = Fixture::new();
+    let state = f.path().join("state");
+    let a = f.bundle("a", 1, 1, false, "a");
+    let p = Platform::start(&state, None);
+    p.ok(&a, f.path(), &["seal", "mrenclave", "keys", "k.blob"]);
+    p.ok(&a, f.path(), &["seal", "mrsigner", "keys2", "k2.blob"]);
+    p.stop();
+
+    // Microcode update: CPUSVN rises, platform restarts.
+    let newer = "02".repeat(16);
+    let p = Platform::start(&state, Some(&newer));
+    let out = p.ok(&a, f.path(), &["identity"]);
+    assert_eq!(field(&out, "cpusvn"), newer);
+    assert!(p
+        .ok(&a, f.path(), &["unseal", "k.blob"])
+        .contains("unsealed=keys"));
+    assert!(p
+        .ok(&a, f.path(), &["unseal", "k2.blob"])
+        .contains("unsealed=keys2"));
+    // Something sealed on the newer TCB...
+    p.ok(&a, f.path(), &["seal", "mrenclave", "new", "new.blob"]);
+    p.stop();
+
+    // ...does not open after a microcode rollback, and the blob is left exactly as it was.
+    let before = std::fs::read(f.path().join("new.blob")).unwrap();
+    let p = Platform::start(&state, Some(&"01".repeat(16)));
+    let (code, out) = p.launch(&a, f.path(), &["unseal", "new.blob"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("SGX_INVALID_CPUSVN"), "{out}");
+    assert_eq!(std::fs::read(f.path().join("new.blob")).unwrap(), before);
+}
+
+#[test]
+fn debug_enclaves_are_marked_and_get_different_seal_keys() {
+    let f = Fixture::new();
+    let p = Platform::start(&f.path().join("state"), None);
+    let prod = f.bundle("prod", 1, 1, false, "x");
+    let dbg = f.bundle("dbg", 1, 1, true, "x");
+    let out = p.ok(&dbg, f.path(), &["identity"]);
+    assert_eq!(field(&out, "debug"), "true");
+    assert_eq!(field(&out, "attributes"), "0x7");
+
+    p.ok(&prod, f.path(), &["target-info", "prod.ti"]);
+    p.ok(
+        &dbg,
+        f.path(),
+        &["report", "prod.ti", &"00".repeat(64), "dbg.rep"],
+    );
+    assert!(p
+        .ok(&prod, f.path(), &["verify", "dbg.rep"])
+        .contains("debug=true"));
+
+    // Same signer, product and ISVSVN: only the DEBUG bit differs, and the keys differ.
+    p.ok(&dbg, f.path(), &["seal", "mrsigner", "d", "d.blob"]);
+    assert_eq!(p.launch(&prod, f.path(), &["unseal", "d.blob"]).0, 1);
+    p.ok(&prod, f.path(), &["seal", "mrsigner", "p", "p.blob"]);
+    assert_eq!(p.launch(&dbg, f.path(), &["unseal", "p.blob"]).0, 1);
+}
+
+#[test]
+fn bad_input_is_rejected_and_the_platform_keeps_serving_others() {
+    let f = Fixture::new();
+    let p = Platform::start(&f.path().join("state"), None);
+    let a = f.bundle("a", 1, 1, false, "a");
+
+    // A long-running enclave keeps being served while others misbehave.
+    let mut holder = Command::new(SIM)
+        .args(["launch", "--state"])
+        .arg(&p.state)
+        .arg(&a)
+        .args(["--", "hold", "3"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut holder_out = BufReader::new(holder.stdout.take().unwrap());
+    let mut line = String::new();
+    holder_out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "holding");
+
+    assert!(p.ok(&a, f.path(), &["garbage"]).contains("channel closed"));
+    assert!(p
+        .ok(&a, f.path(), &["oversized"])
+        .contains("channel closed"));
+    assert!(p
+        .ok(&a, f.path(), &["getkey-bad-name"])
+        .contains("SGX_INVALID_KEYNAME"));
+
+    // Garbage and an oversized frame on the control socket.
+    let sock = p.state.join("control.sock");
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.write_all(&[7; 100]).unwrap();
+    drop(s);
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.write_all(&u32::MAX.to_le_bytes()).unwrap();
+    drop(s);
+
+    // A bundle whose file no longer matches its manifest is refused at launch.
+    let tampered = f.bundle("t", 1, 1, false, "t");
+    let exe = tampered.join("bin/dctee-probe");
+    let mut bytes = std::fs::read(&exe).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&exe, bytes).unwrap();
+    let (code, out) = p.launch(&tampered, f.path(), &["identity"]);
+    assert_eq!(code, 125);
+    assert!(out.contains("SHA-256"), "{out}");
+
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut holder_out, &mut rest).unwrap();
+    assert!(
+        holder.wait().unwrap().success(),
+        "the holding enclave failed: {rest}"
+    );
+    assert!(rest.contains("served"), "{rest}");
+    // And new enclaves still start.
+    p.ok(&a, f.path(), &["identity"]);
+}
+
+#[test]
+fn stopping_the_launcher_stops_the_enclave() {
+    let f = Fixture::new();
+    let p = Platform::start(&f.path().join("state"), None);
+    let a = f.bundle("a", 1, 1, false, "a");
+    let mut launcher = Command::new(SIM)
+        .args(["launch", "--state"])
+        .arg(&p.state)
+        .arg(&a)
+        .args(["--", "hold", "60"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(launcher.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let copies = p.state.join("enclaves");
+    assert_eq!(std::fs::read_dir(&copies).unwrap().count(), 1);
+    launcher.kill().unwrap();
+    launcher.wait().unwrap();
+    // The platform terminates the enclave and removes its private copy.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_dir(&copies).unwrap().count() != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "enclave still running"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn platform_refuses_a_readable_root_secret() {
+    let f = Fixture::new();
+    let state = f.path().join("state");
+    Platform::start(&state, None).stop();
+    let secret = state.join("root.secret");
+    assert_eq!(
+        std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = Platform::try_start(&state, None)
+        .err()
+        .expect("must refuse");
+    assert!(err.contains("accessible by group or others"), "{err}");
+}
