@@ -135,6 +135,58 @@ impl Platform {
     }
 }
 
+/// A [`dc_tee::Tee`] for one enclave identity, answered by an in-process [`Platform`]: for
+/// protocol tests and benchmarks that should not pay for channel round trips. Like the whole
+/// software platform, it is no security boundary.
+pub struct InProcessTee {
+    platform: std::sync::Arc<Platform>,
+    identity: EnclaveIdentity,
+}
+
+impl InProcessTee {
+    pub fn new(platform: std::sync::Arc<Platform>, identity: EnclaveIdentity) -> Self {
+        Self { platform, identity }
+    }
+}
+
+impl dc_tee::Tee for InProcessTee {
+    fn target_info(&self) -> Result<TargetInfo, dc_tee::TeeError> {
+        Ok(self.identity.target_info())
+    }
+
+    fn report(
+        &self,
+        target: &TargetInfo,
+        report_data: &ReportData,
+    ) -> Result<Report, dc_tee::TeeError> {
+        Ok(self.platform.ereport(&self.identity, target, report_data))
+    }
+
+    fn get_key(&self, request: &KeyRequest) -> Result<Key128, dc_tee::TeeError> {
+        Ok(self.platform.egetkey(&self.identity, request)?)
+    }
+}
+
+/// An identity for tests: `tag` fills MRENCLAVE, `signer` fills MRSIGNER.
+pub fn test_identity(tag: u8, signer: u8, isv_svn: u16, debug: bool) -> EnclaveIdentity {
+    EnclaveIdentity {
+        mr_enclave: Measurement([tag; 32]),
+        mr_signer: Measurement([signer; 32]),
+        isv_prod_id: 1,
+        isv_svn,
+        attributes: Attributes {
+            flags: Attributes::INIT
+                | Attributes::MODE64BIT
+                | if debug { Attributes::DEBUG } else { 0 },
+            xfrm: 3,
+        },
+        misc_select: 0,
+        config_id: dc_tee::sgx::ConfigId::ZERO,
+        config_svn: 0,
+        cet_attributes: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,57 +313,5 @@ mod tests {
             p.egetkey(&v2, &bad).unwrap_err(),
             EgetkeyError::InvalidAttribute
         );
-    }
-}
-
-/// A [`dc_tee::Tee`] for one enclave identity, answered by an in-process [`Platform`]: for
-/// protocol tests and benchmarks that should not pay for channel round trips. Like the whole
-/// software platform, it is no security boundary.
-pub struct InProcessTee {
-    platform: std::sync::Arc<Platform>,
-    identity: EnclaveIdentity,
-}
-
-impl InProcessTee {
-    pub fn new(platform: std::sync::Arc<Platform>, identity: EnclaveIdentity) -> Self {
-        Self { platform, identity }
-    }
-}
-
-impl dc_tee::Tee for InProcessTee {
-    fn target_info(&self) -> Result<TargetInfo, dc_tee::TeeError> {
-        Ok(self.identity.target_info())
-    }
-
-    fn report(
-        &self,
-        target: &TargetInfo,
-        report_data: &ReportData,
-    ) -> Result<Report, dc_tee::TeeError> {
-        Ok(self.platform.ereport(&self.identity, target, report_data))
-    }
-
-    fn get_key(&self, request: &KeyRequest) -> Result<Key128, dc_tee::TeeError> {
-        Ok(self.platform.egetkey(&self.identity, request)?)
-    }
-}
-
-/// An identity for tests: `tag` fills MRENCLAVE, `signer` fills MRSIGNER.
-pub fn test_identity(tag: u8, signer: u8, isv_svn: u16, debug: bool) -> EnclaveIdentity {
-    EnclaveIdentity {
-        mr_enclave: Measurement([tag; 32]),
-        mr_signer: Measurement([signer; 32]),
-        isv_prod_id: 1,
-        isv_svn,
-        attributes: Attributes {
-            flags: Attributes::INIT
-                | Attributes::MODE64BIT
-                | if debug { Attributes::DEBUG } else { 0 },
-            xfrm: 3,
-        },
-        misc_select: 0,
-        config_id: dc_tee::sgx::ConfigId::ZERO,
-        config_svn: 0,
-        cet_attributes: 0,
     }
 }
