@@ -29,6 +29,9 @@ pub mod messages;
 pub mod receiver;
 pub mod transcript;
 
+#[cfg(feature = "http")]
+pub mod http;
+
 pub use authz::{Authorizer, PeerRole, StaticAllowList, Version};
 pub use error::HandoverError;
 pub use holder::{Delivery, Holder, HolderConfig};

@@ -1,0 +1,336 @@
+//! The HTTP/1.1 + JSON transport (loopback). A thin layer: it reads the clock and randomness,
+//! applies size limits and deadlines, and feeds the sans-IO core.
+//!
+//! | method, path                | body → answer          |
+//! |-----------------------------|------------------------|
+//! | `POST /v1/handover/hello`    | `Hello` → `Challenge`  |
+//! | `POST /v1/handover/response` | `Response` → `Keys`    |
+//! | `POST /v1/handover/ack`      | `Ack` → `Delivered`    |
+//!
+//! Refusals are `ErrorBody` JSON with a 4xx/5xx status.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response as HttpResponse};
+use axum::routing::post;
+use axum::Router;
+use dc_tee::Tee;
+use rand_core::{OsRng, TryRngCore};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::messages::{Ack, Challenge, Delivered, ErrorBody, Hello, Keys, Response};
+use crate::{
+    Authorizer, Delivery, HandoverError, Holder, Keyring, Received, Receiver, ReceiverConfig,
+};
+
+pub const PATH_HELLO: &str = "/v1/handover/hello";
+pub const PATH_RESPONSE: &str = "/v1/handover/response";
+pub const PATH_ACK: &str = "/v1/handover/ack";
+/// Largest request or response body.
+pub const MAX_BODY: usize = 64 * 1024;
+/// Deadline for a whole request, body included (slow senders are cut off).
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Called once per completed handover (the receiver acknowledged durable storage).
+pub type OnDelivery = Arc<dyn Fn(&Delivery) + Send + Sync>;
+
+struct HolderState<A> {
+    holder: Mutex<Holder<A>>,
+    tee: Arc<dyn Tee>,
+    keyring: Arc<Keyring>,
+    on_delivery: OnDelivery,
+}
+
+/// The holder's endpoints, to mount on a node's upgrade port.
+pub fn holder_router<A: Authorizer + 'static>(
+    holder: Holder<A>,
+    tee: Arc<dyn Tee>,
+    keyring: Arc<Keyring>,
+    on_delivery: OnDelivery,
+) -> Router {
+    let state = Arc::new(HolderState {
+        holder: Mutex::new(holder),
+        tee,
+        keyring,
+        on_delivery,
+    });
+    Router::new()
+        .route(PATH_HELLO, post(hello::<A>))
+        .route(PATH_RESPONSE, post(response::<A>))
+        .route(PATH_ACK, post(ack::<A>))
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(deadline))
+}
+
+async fn deadline(req: Request, next: Next) -> HttpResponse {
+    match tokio::time::timeout(REQUEST_DEADLINE, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => refusal(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "request not completed within the deadline",
+        ),
+    }
+}
+
+fn refusal(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+    let body = ErrorBody {
+        error: code.into(),
+        message: message.into(),
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+fn status_of(e: &HandoverError) -> StatusCode {
+    use HandoverError::*;
+    match e {
+        Malformed(_) | MalformedReport(_) | DecryptFailed => StatusCode::BAD_REQUEST,
+        UnknownSession | Expired | WrongState(_) => StatusCode::CONFLICT,
+        Busy => StatusCode::SERVICE_UNAVAILABLE,
+        Tee(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::FORBIDDEN,
+    }
+}
+
+fn handover_refusal(e: &HandoverError) -> HttpResponse {
+    refusal(status_of(e), e.code(), &e.to_string())
+}
+
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, HttpResponse> {
+    serde_json::from_slice(body).map_err(|e| {
+        refusal(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            &format!("invalid JSON message: {e}"),
+        )
+    })
+}
+
+fn json<T: Serialize>(v: &T) -> HttpResponse {
+    match serde_json::to_vec(v) {
+        Ok(b) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            b,
+        )
+            .into_response(),
+        Err(e) => refusal(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            &e.to_string(),
+        ),
+    }
+}
+
+/// Runs a protocol step off the async threads: TEE calls may block on the platform.
+async fn step<A: Authorizer + 'static, T: Serialize + Send + 'static>(
+    state: Arc<HolderState<A>>,
+    f: impl FnOnce(&HolderState<A>, &mut Holder<A>) -> Result<T, HandoverError> + Send + 'static,
+) -> HttpResponse {
+    let r = tokio::task::spawn_blocking(move || {
+        let mut h = state.holder.lock().unwrap_or_else(|p| p.into_inner());
+        f(&state, &mut h)
+    })
+    .await;
+    match r {
+        Ok(Ok(v)) => json(&v),
+        Ok(Err(e)) => handover_refusal(&e),
+        Err(_) => refusal(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "handover step failed",
+        ),
+    }
+}
+
+async fn hello<A: Authorizer + 'static>(
+    State(s): State<Arc<HolderState<A>>>,
+    body: Bytes,
+) -> HttpResponse {
+    let m: Hello = match parse(&body) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    step(s, move |st, h| {
+        h.on_hello(&*st.tee, &m, now_ms(), &mut OsRng.unwrap_err())
+    })
+    .await
+}
+
+async fn response<A: Authorizer + 'static>(
+    State(s): State<Arc<HolderState<A>>>,
+    body: Bytes,
+) -> HttpResponse {
+    let m: Response = match parse(&body) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    step(s, move |st, h| {
+        h.on_response(&*st.tee, &m, &st.keyring, now_ms(), &mut OsRng.unwrap_err())
+    })
+    .await
+}
+
+async fn ack<A: Authorizer + 'static>(
+    State(s): State<Arc<HolderState<A>>>,
+    body: Bytes,
+) -> HttpResponse {
+    let m: Ack = match parse(&body) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    step(s, move |st, h| {
+        let d = h.on_ack(&*st.tee, &m, now_ms())?;
+        (st.on_delivery)(&d);
+        Ok(d.reply)
+    })
+    .await
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the holder at {url}: {source}")]
+    Http {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("the holder refused ({status}, {code}): {message}")]
+    Refused {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("the holder's answer is larger than {MAX_BODY} bytes")]
+    TooLarge,
+    #[error("the holder's answer is not a valid message: {0}")]
+    BadAnswer(String),
+    #[error(transparent)]
+    Handover(#[from] HandoverError),
+    #[error("storing the received keys failed, so they were not acknowledged: {0}")]
+    Store(String),
+}
+
+/// A client for a holder's endpoints.
+#[derive(Clone)]
+pub struct HolderClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl HolderClient {
+    /// `base` like `http://127.0.0.1:6667`.
+    pub fn new(base: &str) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(REQUEST_DEADLINE)
+            .connect_timeout(Duration::from_secs(3))
+            .build()
+            .map_err(|source| ClientError::Http {
+                url: base.into(),
+                source,
+            })?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+        })
+    }
+
+    async fn call<Q: Serialize, R: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Q,
+    ) -> Result<R, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let http_err = |source| ClientError::Http {
+            url: url.clone(),
+            source,
+        };
+        let body = serde_json::to_vec(body).map_err(|e| ClientError::BadAnswer(e.to_string()))?;
+        let mut resp = self
+            .http
+            .post(&url)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(http_err)?;
+        let status = resp.status();
+        let mut buf = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(http_err)? {
+            if buf.len() + chunk.len() > MAX_BODY {
+                return Err(ClientError::TooLarge);
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        if !status.is_success() {
+            let e: ErrorBody = serde_json::from_slice(&buf).unwrap_or(ErrorBody {
+                error: "unknown".into(),
+                message: String::from_utf8_lossy(&buf[..buf.len().min(200)]).into_owned(),
+            });
+            return Err(ClientError::Refused {
+                status: status.as_u16(),
+                code: e.error,
+                message: e.message,
+            });
+        }
+        serde_json::from_slice(&buf).map_err(|e| ClientError::BadAnswer(e.to_string()))
+    }
+
+    pub async fn hello(&self, m: &Hello) -> Result<Challenge, ClientError> {
+        self.call(PATH_HELLO, m).await
+    }
+    pub async fn response(&self, m: &Response) -> Result<Keys, ClientError> {
+        self.call(PATH_RESPONSE, m).await
+    }
+    pub async fn ack(&self, m: &Ack) -> Result<Delivered, ClientError> {
+        self.call(PATH_ACK, m).await
+    }
+}
+
+/// A whole handover, receiver side: obtains the keyring from the holder at `client`, calls
+/// `store` to make it durable (e.g. seal it and fsync), and only then acknowledges.
+///
+/// TEE calls run inline: on the software platform they are local socket round trips of
+/// microseconds, and a receiver runs one handover at a time.
+pub async fn receive_keys<A: Authorizer>(
+    client: &HolderClient,
+    tee: &dyn Tee,
+    cfg: ReceiverConfig,
+    authz: A,
+    store: impl FnOnce(&Keyring) -> Result<(), String>,
+) -> Result<Received, ClientError> {
+    let (mut receiver, hello) = Receiver::start(tee, cfg, authz, &mut OsRng.unwrap_err())?;
+    let challenge = client.hello(&hello).await?;
+    let response = receiver.on_challenge(tee, &challenge, now_ms())?;
+    let keys = client.response(&response).await?;
+    let received = receiver.on_keys(tee, &keys)?;
+    store(&received.keyring).map_err(ClientError::Store)?;
+    let ack = receiver.ack(tee)?;
+    let delivered = client.ack(&ack).await?;
+    if delivered.keyring_fingerprint != received.keyring.fingerprint() {
+        return Err(ClientError::BadAnswer(
+            "the holder confirmed another keyring".into(),
+        ));
+    }
+    Ok(received)
+}
