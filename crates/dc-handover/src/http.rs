@@ -115,16 +115,6 @@ fn handover_refusal(e: &HandoverError) -> HttpResponse {
     refusal(status_of(e), e.code(), &e.to_string())
 }
 
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, HttpResponse> {
-    serde_json::from_slice(body).map_err(|e| {
-        refusal(
-            StatusCode::BAD_REQUEST,
-            "malformed",
-            &format!("invalid JSON message: {e}"),
-        )
-    })
-}
-
 fn json<T: Serialize>(v: &T) -> HttpResponse {
     match serde_json::to_vec(v) {
         Ok(b) => (
@@ -141,14 +131,31 @@ fn json<T: Serialize>(v: &T) -> HttpResponse {
     }
 }
 
-/// Runs a protocol step off the async threads: TEE calls may block on the platform.
-async fn step<A: Authorizer + 'static, T: Serialize + Send + 'static>(
+/// Parses the message, then runs the protocol step off the async threads (TEE calls may block
+/// on the platform) under the holder's lock.
+async fn step<A, M, T>(
     state: Arc<HolderState<A>>,
-    f: impl FnOnce(&HolderState<A>, &mut Holder<A>) -> Result<T, HandoverError> + Send + 'static,
-) -> HttpResponse {
+    body: Bytes,
+    f: impl FnOnce(&HolderState<A>, &mut Holder<A>, M) -> Result<T, HandoverError> + Send + 'static,
+) -> HttpResponse
+where
+    A: Authorizer + 'static,
+    M: DeserializeOwned + Send + 'static,
+    T: Serialize + Send + 'static,
+{
+    let msg: M = match serde_json::from_slice(&body) {
+        Ok(m) => m,
+        Err(e) => {
+            return refusal(
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                &format!("invalid JSON message: {e}"),
+            )
+        }
+    };
     let r = tokio::task::spawn_blocking(move || {
         let mut h = state.holder.lock().unwrap_or_else(|p| p.into_inner());
-        f(&state, &mut h)
+        f(&state, &mut h, msg)
     })
     .await;
     match r {
@@ -166,11 +173,7 @@ async fn hello<A: Authorizer + 'static>(
     State(s): State<Arc<HolderState<A>>>,
     body: Bytes,
 ) -> HttpResponse {
-    let m: Hello = match parse(&body) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
-    step(s, move |st, h| {
+    step(s, body, |st, h, m: Hello| {
         h.on_hello(&*st.tee, &m, now_ms(), &mut OsRng.unwrap_err())
     })
     .await
@@ -180,11 +183,7 @@ async fn response<A: Authorizer + 'static>(
     State(s): State<Arc<HolderState<A>>>,
     body: Bytes,
 ) -> HttpResponse {
-    let m: Response = match parse(&body) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
-    step(s, move |st, h| {
+    step(s, body, |st, h, m: Response| {
         h.on_response(&*st.tee, &m, &st.keyring, now_ms(), &mut OsRng.unwrap_err())
     })
     .await
@@ -194,11 +193,7 @@ async fn ack<A: Authorizer + 'static>(
     State(s): State<Arc<HolderState<A>>>,
     body: Bytes,
 ) -> HttpResponse {
-    let m: Ack = match parse(&body) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
-    step(s, move |st, h| {
+    step(s, body, |st, h, m: Ack| {
         let d = h.on_ack(&*st.tee, &m, now_ms())?;
         (st.on_delivery)(&d);
         Ok(d.reply)
