@@ -83,6 +83,11 @@ pub struct Manifest {
     pub entrypoint: String,
     #[serde(default)]
     pub args: Vec<String>,
+    /// Names of environment variables the launcher may set (untrusted input to the enclave,
+    /// like Gramine's `loader.env.X = { passthrough = true }`). Anything else is refused, and
+    /// `LD_*` loader variables always are.
+    #[serde(default)]
+    pub env_passthrough: Vec<String>,
     /// Trust roots: measured with the code, so the enclave can rely on them.
     #[serde(default)]
     pub trust: TrustRoots,
@@ -157,6 +162,17 @@ impl Manifest {
                 "at most {MAX_ARGS} args of at most {MAX_ARG_BYTES} bytes"
             ));
         }
+        for v in &self.env_passthrough {
+            if v.is_empty()
+                || v.len() > 128
+                || v.starts_with("LD_")
+                || !v.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
+            {
+                return bad(format!(
+                    "env_passthrough: {v:?} is not an allowed variable name (LD_* never is)"
+                ));
+            }
+        }
         let mut seen = std::collections::BTreeSet::new();
         for f in &self.files {
             check_relative_path(&f.path)?;
@@ -211,8 +227,17 @@ pub fn check_relative_path(p: &str) -> Result<(), BundleError> {
     if p.is_empty() || p.len() > 512 || p.contains('\0') || p.contains('\\') {
         return Err(unsafe_path());
     }
-    let path = Path::new(p);
-    if !path.components().all(|c| matches!(c, Component::Normal(_))) {
+    // Every '/'-separated part must be a plain name: this also refuses "a/./b" and "a//b",
+    // which would name one file twice.
+    if p.split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        return Err(unsafe_path());
+    }
+    if !Path::new(p)
+        .components()
+        .all(|c| matches!(c, Component::Normal(_)))
+    {
         return Err(unsafe_path());
     }
     Ok(())
@@ -470,7 +495,14 @@ impl Bundle {
                 })
                 .open(&to)
                 .map_err(io_err(&to))?;
-            std::io::copy(&mut src, &mut out).map_err(io_err(&to))?;
+            let copied = std::io::copy(&mut (&mut src).take(MAX_FILE_BYTES + 1), &mut out)
+                .map_err(io_err(&to))?;
+            if copied > MAX_FILE_BYTES {
+                return Err(BundleError::TooLarge {
+                    path: self.dir.join(rel),
+                    limit: MAX_FILE_BYTES,
+                });
+            }
         }
         let copy = Bundle::open(dest)?;
         if copy.mr_enclave != self.mr_enclave {
@@ -492,6 +524,7 @@ pub struct BundleSpec {
     pub debug: bool,
     pub entrypoint: String,
     pub args: Vec<String>,
+    pub env_passthrough: Vec<String>,
     pub trust: TrustRoots,
 }
 
@@ -530,6 +563,7 @@ pub fn build(
         debug: spec.debug,
         entrypoint: spec.entrypoint.clone(),
         args: spec.args.clone(),
+        env_passthrough: spec.env_passthrough.clone(),
         trust: spec.trust.clone(),
         files: entries,
     };

@@ -9,6 +9,7 @@ fn spec() -> BundleSpec {
         debug: false,
         entrypoint: "bin/prog".into(),
         args: vec!["--x".into()],
+        env_passthrough: vec![],
         trust: TrustRoots::default(),
     }
 }
@@ -128,6 +129,10 @@ files = [{ path = "p", sha256 = "00000000000000000000000000000000000000000000000
         ("isv_svn = 1", "isv_svn = 70000"),
         ("name = \"n\"", "name = \"\""),
         ("sha256 = \"0000", "sha256 = \"000"),
+        (
+            "isv_svn = 1",
+            "isv_svn = 1\nenv_passthrough = [\"LD_PRELOAD\"]",
+        ),
     ] {
         let bad = ok.replace(from, to);
         assert!(Manifest::parse(bad.as_bytes()).is_err(), "{to}");

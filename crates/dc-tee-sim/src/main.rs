@@ -76,6 +76,9 @@ enum Cmd {
         /// A measured argument (repeatable).
         #[arg(long = "arg", allow_hyphen_values = true)]
         args: Vec<String>,
+        /// An environment variable the launcher may set (repeatable).
+        #[arg(long = "env-passthrough")]
+        env_passthrough: Vec<String>,
         /// Trust roots: a TOML file with the [trust] table's fields.
         #[arg(long)]
         trust: Option<PathBuf>,
@@ -167,6 +170,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             debug,
             entrypoint,
             args,
+            env_passthrough,
             trust,
             files,
         } => {
@@ -192,6 +196,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 debug,
                 entrypoint,
                 args,
+                env_passthrough,
                 trust,
             };
             let b = dc_bundle::build(&out, &spec, &pairs, &SignerKey::load(&signer)?)?;

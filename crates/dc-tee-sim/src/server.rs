@@ -80,6 +80,9 @@ impl Server {
             .map_err(io_err(enclaves_dir.display().to_string()))?;
         std::fs::set_permissions(&enclaves_dir, std::fs::Permissions::from_mode(0o700))
             .map_err(io_err(enclaves_dir.display().to_string()))?;
+        // Nothing the platform creates may exist with looser permissions, not even briefly.
+        // SAFETY: umask(2) has no memory-safety preconditions.
+        unsafe { libc::umask(0o077) };
         let listener =
             UnixListener::bind(&socket).map_err(io_err(format!("binding {}", socket.display())))?;
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
@@ -188,9 +191,10 @@ fn launch(
         let (k, v) = kv
             .split_once('=')
             .ok_or_else(|| format!("environment entry {kv:?} is not KEY=VALUE"))?;
-        if k == CHANNEL_FD_ENV || k.is_empty() {
+        let listed = bundle.manifest.env_passthrough.iter().any(|p| p == k);
+        if k == CHANNEL_FD_ENV || k.starts_with("LD_") || !listed {
             return Err(format!(
-                "environment variable {k:?} may not be set by the launcher"
+                "environment variable {k:?} may not be set by the launcher: the measured manifest does not list it in env_passthrough"
             ));
         }
         cmd.env(k, v);

@@ -28,6 +28,8 @@ pub enum StateError {
     },
     #[error("{path} is accessible by group or others (mode {mode:o}); the root secret must be private: run `chmod 600 {path}` if you trust it, or delete the state directory to start a new platform (all sealed data is then lost)")]
     InsecureSecret { path: PathBuf, mode: u32 },
+    #[error("state directory {path} is writable by group or others (mode {mode:o}); run `chmod 700 {path}`")]
+    InsecureDir { path: PathBuf, mode: u32 },
     #[error("{path} is {len} bytes, not 32: corrupted root secret; restore it from backup (sealed data cannot be opened without it)")]
     BadSecret { path: PathBuf, len: u64 },
     #[error("{path}: not a valid CPUSVN (32 hex characters)")]
@@ -54,6 +56,13 @@ impl StateDir {
                 .mode(0o700)
                 .create(path)
                 .map_err(io(path))?;
+        }
+        let mode = fs::metadata(path).map_err(io(path))?.permissions().mode() & 0o7777;
+        if mode & 0o022 != 0 {
+            return Err(StateError::InsecureDir {
+                path: path.to_path_buf(),
+                mode,
+            });
         }
         Ok(Self {
             path: path.to_path_buf(),
@@ -158,6 +167,12 @@ mod tests {
         assert!(matches!(err, StateError::InsecureSecret { .. }), "{err}");
         fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
         fs::write(&p, b"short").unwrap();
+        fs::set_permissions(&s.path, fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(matches!(
+            StateDir::open(&s.path),
+            Err(StateError::InsecureDir { .. })
+        ));
+        fs::set_permissions(&s.path, fs::Permissions::from_mode(0o700)).unwrap();
         assert!(matches!(
             s.root_secret().unwrap_err(),
             StateError::BadSecret { .. }

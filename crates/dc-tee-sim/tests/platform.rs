@@ -115,6 +115,7 @@ impl Fixture {
             debug,
             entrypoint: "bin/dctee-probe".into(),
             args: vec![],
+            env_passthrough: vec!["PROBE_MODE".into()],
             trust: TrustRoots {
                 authorized_enclaves: vec![],
                 committee_keys: vec![variant.to_string()],
@@ -181,6 +182,27 @@ fn identity_is_assigned_by_the_platform_from_the_measurement() {
         .unwrap();
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("may not be set"));
+    // Nor preload code into it, nor set variables its manifest does not list.
+    for env in ["LD_PRELOAD=/tmp/evil.so", "OTHER=1"] {
+        let out = Command::new(SIM)
+            .args(["launch", "--state"])
+            .arg(&p.state)
+            .args(["--env", env])
+            .arg(&a)
+            .args(["--", "identity"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(125), "{env}");
+    }
+    let out = Command::new(SIM)
+        .args(["launch", "--state"])
+        .arg(&p.state)
+        .args(["--env", "PROBE_MODE=x"])
+        .arg(&a)
+        .args(["--", "identity"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "a listed variable is passed");
 }
 
 #[test]

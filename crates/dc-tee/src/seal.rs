@@ -58,6 +58,8 @@ pub enum SealError {
     TooLarge,
     #[error("sealed blob does not open: it was sealed by another enclave identity or platform, with other associated data, or it was altered; the blob was left untouched")]
     Authentication,
+    #[error("AES-GCM encryption failed")]
+    Encrypt,
     #[error("no randomness for the nonce: {0}")]
     Random(String),
 }
@@ -127,7 +129,7 @@ pub fn seal_with_key(
                 aad: &full_aad,
             },
         )
-        .map_err(|_| SealError::TooLarge)?;
+        .map_err(|_| SealError::Encrypt)?;
     out.extend_from_slice(&ct);
     Ok(SealedBlob(out))
 }
