@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+pub mod archive;
+
 pub const MANIFEST_FILE: &str = "enclave.toml";
 pub const SIGNATURE_FILE: &str = "enclave.sig";
 pub const MAX_MANIFEST_BYTES: u64 = 64 * 1024;

@@ -168,6 +168,7 @@ pub fn run_launch(
         )
     })?;
     dc_tee::sim::wire::write_frame(&mut conn, &req.encode()).map_err(|e| e.to_string())?;
+    forward_termination(&conn);
     loop {
         let frame = dc_tee::sim::wire::read_frame(&mut conn, MAX_CONTROL_FRAME)
             .map_err(|e| format!("platform connection: {e}"))?
@@ -187,6 +188,31 @@ pub fn run_launch(
             Event::Exited(code) => return Ok(code),
             Event::Error(m) => return Err(m),
         }
+    }
+}
+
+/// Turns SIGTERM/SIGINT to this client into a request to stop the enclave: the write half of
+/// the control connection is closed, the platform terminates the enclave, and this client
+/// exits only once the enclave has exited (with its code). So whoever stops the launcher knows
+/// that when it is gone, so is the enclave.
+fn forward_termination(conn: &std::os::unix::net::UnixStream) {
+    let Ok(conn) = conn.try_clone() else { return };
+    // SAFETY: plain libc signal-mask calls on a zeroed sigset_t; done before the waiting
+    // thread starts, and threads spawned later inherit the mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return;
+        }
+        std::thread::spawn(move || {
+            let mut sig = 0;
+            if libc::sigwait(&set, &mut sig) == 0 {
+                let _ = conn.shutdown(std::net::Shutdown::Write);
+            }
+        });
     }
 }
 

@@ -440,3 +440,43 @@ fn platform_refuses_a_readable_root_secret() {
         .expect("must refuse");
     assert!(err.contains("accessible by group or others"), "{err}");
 }
+
+#[test]
+fn sigterm_to_the_launcher_returns_only_after_the_enclave_exited() {
+    let f = Fixture::new();
+    let p = Platform::start(&f.path().join("state"), None);
+    let a = f.bundle("a", 1, 1, false, "a");
+    let mut launcher = Command::new(SIM)
+        .args(["launch", "--verbose", "--state"])
+        .arg(&p.state)
+        .arg(&a)
+        .args(["--", "hold", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(launcher.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let pid: u32 = line
+        .split_whitespace()
+        .nth(3)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    let mut out = BufReader::new(launcher.stdout.take().unwrap());
+    let mut ready = String::new();
+    out.read_line(&mut ready).unwrap();
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(launcher.id() as i32, libc::SIGTERM) };
+    let status = launcher.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(128 + libc::SIGTERM),
+        "the enclave's own exit code is passed on"
+    );
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "enclave {pid} still running after its launcher exited"
+    );
+}

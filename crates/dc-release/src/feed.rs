@@ -1,0 +1,122 @@
+//! The local release feed: a directory of signed records (`*.json`).
+
+use std::path::{Path, PathBuf};
+
+use crate::record::{Role, SignedRecord, VerifiedRecord};
+use crate::{Committee, ReleaseError};
+
+/// Most records a feed directory may hold before the rest are ignored (and reported).
+pub const MAX_FEED_ENTRIES: usize = 1000;
+
+pub struct LocalFeed {
+    dir: PathBuf,
+}
+
+/// What a scan of the feed found.
+#[derive(Debug, Default)]
+pub struct FeedScan {
+    /// The highest valid node release, if any.
+    pub latest: Option<VerifiedRecord>,
+    /// Records that were refused, with the reason (reported, never acted on).
+    pub refused: Vec<(PathBuf, String)>,
+}
+
+impl LocalFeed {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes a signed record into the feed atomically (`<product>-<version>.json`).
+    pub fn publish(&self, record: &SignedRecord) -> Result<PathBuf, ReleaseError> {
+        record.record.validate()?;
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| ReleaseError::Io { path: p, source }
+        };
+        std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        let name = format!("{}-{}.json", record.record.product, record.record.version);
+        let path = self.dir.join(&name);
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+            f.write_all(&record.to_json()).map_err(io(&tmp))?;
+            f.sync_all().map_err(io(&tmp))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&self.dir))?;
+        Ok(path)
+    }
+
+    /// Reads every record, verifies it against the committee, and returns the highest valid
+    /// release of `product` with role node. Unreadable or invalid records are reported.
+    pub fn scan(
+        &self,
+        committee: &Committee,
+        product: &str,
+        now_secs: u64,
+    ) -> Result<FeedScan, ReleaseError> {
+        let rd = std::fs::read_dir(&self.dir).map_err(|source| ReleaseError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let mut scan = FeedScan::default();
+        let mut paths: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "json")
+                    && !p
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .collect();
+        paths.sort();
+        if paths.len() > MAX_FEED_ENTRIES {
+            for p in paths.drain(MAX_FEED_ENTRIES..) {
+                scan.refused.push((
+                    p,
+                    format!("feed holds more than {MAX_FEED_ENTRIES} records"),
+                ));
+            }
+        }
+        for p in paths {
+            let checked = read_limited(&p)
+                .and_then(|b| SignedRecord::parse(&b))
+                .and_then(|r| r.verify(committee, now_secs));
+            match checked {
+                Ok(v) if v.record.product == product && v.record.role == Role::Node => {
+                    if scan.latest.as_ref().is_none_or(|l| v.version > l.version) {
+                        scan.latest = Some(v);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => scan.refused.push((p, e.to_string())),
+            }
+        }
+        Ok(scan)
+    }
+}
+
+fn read_limited(p: &Path) -> Result<Vec<u8>, ReleaseError> {
+    use std::io::Read;
+    let f = std::fs::File::open(p).map_err(|source| ReleaseError::Io {
+        path: p.to_path_buf(),
+        source,
+    })?;
+    let mut b = Vec::new();
+    f.take(crate::record::MAX_RECORD_BYTES as u64 + 1)
+        .read_to_end(&mut b)
+        .map_err(|source| ReleaseError::Io {
+            path: p.to_path_buf(),
+            source,
+        })?;
+    Ok(b)
+}

@@ -1,0 +1,116 @@
+//! The sealed keyring on disk: `DATA/keys/<mrenclave>.sealed`.
+//!
+//! Each enclave identity has its own file, sealed with the MRENCLAVE policy: a new version
+//! never overwrites the old version's blob, so a rollback finds it intact. Writes are atomic
+//! (temporary file, fsync, rename, fsync of the directory). Nothing here deletes a blob; one
+//! that fails to unseal is reported and left where it is.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use dc_handover::Keyring;
+use dc_tee::{Measurement, SealPolicy, Tee};
+
+/// Associated data for keyring blobs: a blob of another kind cannot be substituted.
+const AAD: &[u8] = b"dcnode keyring v1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeystoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} does not unseal: {reason}. The file was left untouched; restore the matching enclave version or its platform to recover it")]
+    Unseal { path: PathBuf, reason: String },
+    #[error("{path} unsealed but is not a keyring: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("sealing the keyring failed: {0}")]
+    Seal(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeystoreError + '_ {
+    move |source| KeystoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+pub struct Keystore {
+    dir: PathBuf,
+}
+
+impl Keystore {
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            dir: data_dir.join("keys"),
+        }
+    }
+
+    pub fn path_for(&self, mr_enclave: &Measurement) -> PathBuf {
+        self.dir.join(format!("{mr_enclave}.sealed"))
+    }
+
+    /// Whether any sealed keyring (of any version) exists.
+    pub fn any(&self) -> bool {
+        fs::read_dir(&self.dir).is_ok_and(|mut d| {
+            d.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "sealed")))
+        })
+    }
+
+    /// Unseals this enclave's own keyring, if it has one.
+    pub fn load(&self, tee: &dyn Tee, me: &Measurement) -> Result<Option<Keyring>, KeystoreError> {
+        let path = self.path_for(me);
+        let blob = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let plain = tee.unseal(&blob, AAD).map_err(|e| KeystoreError::Unseal {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        Keyring::decode(&plain)
+            .map(Some)
+            .map_err(|e| KeystoreError::Corrupt {
+                path,
+                reason: e.to_string(),
+            })
+    }
+
+    /// Seals and durably stores the keyring for this enclave.
+    pub fn store(
+        &self,
+        tee: &dyn Tee,
+        me: &Measurement,
+        ring: &Keyring,
+    ) -> Result<PathBuf, KeystoreError> {
+        let blob = tee
+            .seal(SealPolicy::MrEnclave, AAD, &ring.encode())
+            .map_err(|e| KeystoreError::Seal(e.to_string()))?;
+        fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        let path = self.path_for(me);
+        write_atomic(&path, &blob.0)?;
+        Ok(path)
+    }
+}
+
+/// Temporary file, fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), KeystoreError> {
+    let dir = path.parent().expect("a file in a directory");
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().expect("a file name").to_string_lossy()
+    ));
+    {
+        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    fs::rename(&tmp, path).map_err(io(path))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
+}

@@ -1,0 +1,243 @@
+//! `dcnode`: the reference DC storage node. Runs as an enclave (under `dctee-sim launch` on
+//! the software platform).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use dc_bundle::Manifest;
+use dc_handover::http::{holder_router, receive_keys, HolderClient};
+use dc_handover::{Holder, HolderConfig, Keyring, ReceiverConfig, Version};
+use dc_release::{Committee, CommitteeAuthorizer};
+use dc_tee::sim::SimTee;
+use dc_tee::Tee;
+use dcnode::api::{self, Node, Status};
+use dcnode::keystore::Keystore;
+use dcnode::startup::{decide, KeySource, Situation};
+use dcnode::store::ObjectStore;
+use dcnode::{KEY_DATA, KEY_IDENTITY};
+use rand_core::{OsRng, TryRngCore};
+use tracing::{error, info, warn};
+
+#[derive(Parser)]
+#[command(
+    name = "dcnode",
+    version,
+    about = "Reference DC storage node (runs as an enclave)"
+)]
+struct Args {
+    /// Data directory (sealed keyrings and encrypted objects).
+    #[arg(long)]
+    data: PathBuf,
+    /// Data API address.
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    listen: SocketAddr,
+    /// Upgrade port: the holder side of the key handover.
+    #[arg(long, default_value = "127.0.0.1:6667")]
+    upgrade_listen: SocketAddr,
+    /// DCUpgrade to receive keys from when this version has none of its own.
+    #[arg(long)]
+    upgrader: Option<String>,
+    /// This release's committee-signed record, presented to handover peers as evidence.
+    #[arg(long)]
+    release_record: Option<PathBuf>,
+    /// Test-only fault (`crash-at-start`, `unhealthy`). Honored only when it comes from the
+    /// measured manifest arguments, i.e. is part of the enclave identity; a launcher cannot
+    /// turn it on.
+    #[arg(long, hide = true)]
+    fault: Option<Fault>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Fault {
+    /// Exit right after obtaining the keys, before serving.
+    CrashAtStart,
+    /// Serve, but answer every object read with 404.
+    Unhealthy,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DCNODE_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    let tee = Arc::new(SimTee::from_env().context("no TEE")?);
+    let manifest = Manifest::parse(&tee.measured_manifest()?).context("measured manifest")?;
+    let version: Version = manifest
+        .version
+        .parse()
+        .map_err(anyhow::Error::msg)
+        .context("manifest version")?;
+    let committee = Committee::from_trust_roots(&manifest.trust)
+        .context("trust roots in the measured manifest")?;
+    let me = tee.identity()?;
+    let evidence = match &args.release_record {
+        Some(p) => std::fs::read(p).with_context(|| format!("release record {}", p.display()))?,
+        None => Vec::new(),
+    };
+    info!(version = %version, mrenclave = %me.mr_enclave, "dcnode starting");
+    let fault = args
+        .fault
+        .filter(|_| manifest.args.iter().any(|a| a == "--fault"));
+    if args.fault.is_some() && fault.is_none() {
+        bail!("--fault is only accepted from the measured manifest");
+    }
+
+    std::fs::create_dir_all(&args.data).with_context(|| args.data.display().to_string())?;
+    let keystore = Keystore::new(&args.data);
+    let situation = Situation {
+        own_sealed: keystore.path_for(&me.mr_enclave).exists(),
+        other_state: keystore.any() || ObjectStore::has_objects(&args.data),
+        upgrader: args.upgrader.is_some(),
+    };
+    let ring = match decide(situation) {
+        KeySource::Unseal => keystore.load(&*tee, &me.mr_enclave)?.context("sealed keyring vanished")?,
+        KeySource::Generate => {
+            let ring = Keyring::generate(&[KEY_IDENTITY, KEY_DATA], &mut OsRng.unwrap_err())?;
+            keystore.store(&*tee, &me.mr_enclave, &ring)?;
+            info!(fingerprint = %hex::encode(ring.fingerprint()), "new node: generated a keyring");
+            ring
+        }
+        KeySource::Handover => {
+            let url = args.upgrader.as_deref().expect("decided on handover");
+            let client = HolderClient::new(url)?;
+            let cfg = ReceiverConfig {
+                allow_debug_peers: manifest.trust.allow_debug_peers,
+                authorization: evidence.clone(),
+            };
+            let (ks, tee2, mre) = (&keystore, tee.clone(), me.mr_enclave);
+            let received = receive_keys(&client, &*tee, cfg, CommitteeAuthorizer::new(committee.clone()), move |ring| {
+                ks.store(&*tee2, &mre, ring).map(|_| ()).map_err(|e| e.to_string())
+            })
+            .await
+            .with_context(|| format!("receiving keys from {url}"))?;
+            info!(
+                fingerprint = %hex::encode(received.keyring.fingerprint()),
+                holder = %received.holder.mr_enclave,
+                "received the keyring by attested handover and sealed it"
+            );
+            received.keyring
+        }
+        KeySource::Refuse => bail!(
+            "{} holds data or other versions' sealed keys but this version has no keys of its own and no upgrader is configured; \
+             refusing to generate new keys, which would make the stored data unreadable. Start it with --upgrader, or run the version that owns the keys",
+            args.data.display()
+        ),
+    };
+    if fault == Some(Fault::CrashAtStart) {
+        bail!("fault injection: crashing at start");
+    }
+    let data_key = ring.get(KEY_DATA).context("the keyring has no data key")?;
+    let store = ObjectStore::open(&args.data, data_key.secret())?;
+    let node = Arc::new(Node {
+        store,
+        status: Status {
+            product: manifest.name.clone(),
+            version: version.to_string(),
+            mr_enclave: me.mr_enclave.to_string(),
+            keyring_fingerprint: hex::encode(ring.fingerprint()),
+            keyring_epoch: ring.epoch(),
+        },
+        ready: AtomicBool::new(true),
+        fail_reads: fault == Some(Fault::Unhealthy),
+    });
+
+    // Holder side: hand the keyring to an authorized upgrade agent or newer node.
+    let holder = Holder::new(
+        &*tee,
+        HolderConfig {
+            allow_debug_peers: manifest.trust.allow_debug_peers,
+            min_node_version: version,
+            allow_upgrader: true,
+            challenge_ttl_ms: 30_000,
+            max_pending: 16,
+            authorization: evidence,
+        },
+        CommitteeAuthorizer::new(committee),
+    )?;
+    let upgrade_app = holder_router(
+        holder,
+        tee.clone(),
+        Arc::new(ring),
+        Arc::new(
+            |d| info!(receiver = %d.receiver.mr_enclave, "keyring handed over; the receiver confirmed durable storage"),
+        ),
+    );
+
+    let data_listener = bind(args.listen).await?;
+    let upgrade_listener = bind(args.upgrade_listen).await?;
+    info!(data = %args.listen, upgrade = %args.upgrade_listen, "serving");
+    // Tests and the agent wait for this line on stdout.
+    println!("dcnode ready {} {}", version, me.mr_enclave);
+
+    let shutdown = shutdown_signal(node.clone());
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let mut rx2 = rx.clone();
+    let mut rx1 = rx;
+    let data = axum::serve(data_listener, api::router(node)).with_graceful_shutdown(async move {
+        let _ = rx1.changed().await;
+    });
+    let upgrade = axum::serve(upgrade_listener, upgrade_app).with_graceful_shutdown(async move {
+        let _ = rx2.changed().await;
+    });
+    let servers = tokio::spawn(async move { tokio::join!(data, upgrade) });
+    shutdown.await;
+    let _ = tx.send(true);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), servers).await;
+    info!("stopped");
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))
+}
+
+async fn shutdown_signal(node: Arc<Node>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            warn!("no signal handlers; stop with SIGKILL");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    node.ready.store(false, Ordering::SeqCst);
+    info!("stopping");
+}
