@@ -15,8 +15,8 @@ pub struct LocalFeed {
 /// What a scan of the feed found.
 #[derive(Debug, Default)]
 pub struct FeedScan {
-    /// The highest valid node release, if any.
-    pub latest: Option<VerifiedRecord>,
+    /// Every valid node release of the product, highest version first.
+    pub valid: Vec<VerifiedRecord>,
     /// Records that were refused, with the reason (reported, never acted on).
     pub refused: Vec<(PathBuf, String)>,
 }
@@ -56,8 +56,8 @@ impl LocalFeed {
         Ok(path)
     }
 
-    /// Reads every record, verifies it against the committee, and returns the highest valid
-    /// release of `product` with role node. Unreadable or invalid records are reported.
+    /// Reads every record, verifies it against the committee, and returns the valid releases
+    /// of `product` with role node, highest first. Unreadable or invalid records are reported.
     pub fn scan(
         &self,
         committee: &Committee,
@@ -93,14 +93,13 @@ impl LocalFeed {
                 .and_then(|r| r.verify(committee, now_secs));
             match checked {
                 Ok(v) if v.record.product == product && v.record.role == Role::Node => {
-                    if scan.latest.as_ref().is_none_or(|l| v.version > l.version) {
-                        scan.latest = Some(v);
-                    }
+                    scan.valid.push(v)
                 }
                 Ok(_) => {}
                 Err(e) => scan.refused.push((p, e.to_string())),
             }
         }
+        scan.valid.sort_by_key(|v| std::cmp::Reverse(v.version));
         Ok(scan)
     }
 }

@@ -62,6 +62,7 @@ enum Fault {
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DCNODE_LOG")
                 .unwrap_or_else(|_| "info".into()),

@@ -1,1 +1,16 @@
+//! `dcupgrade`: the upgrade agent.
+//!
+//! - [`agent`]: the journaled orchestrator (DESIGN §7).
+//! - [`journal`]: its durable state.
+//! - [`download`]: artifact downloads with digest and size checks.
+//! - [`launcher`]: starting and stopping node enclaves.
+//! - [`api`]: the HTTP API on 127.0.0.1:6666.
+//! - [`lab`]: a whole local deployment (platform, committee, bundles, feed, agent) for the demo
+//!   and the end-to-end tests.
 
+pub mod agent;
+pub mod api;
+pub mod download;
+pub mod journal;
+pub mod lab;
+pub mod launcher;

@@ -1,0 +1,50 @@
+//! The agent's HTTP API on 127.0.0.1:6666: `/v1/status`, operator pause/resume, and — while a
+//! new node is being given its keys — the holder side of the handover.
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tower::ServiceExt;
+
+use crate::agent::{Shared, StatusView};
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/pause", post(|s| pause(s, true)))
+        .route("/v1/resume", post(|s| pause(s, false)))
+        .route("/v1/handover/{*step}", post(handover))
+        .layer(DefaultBodyLimit::max(dc_handover::http::MAX_BODY))
+        .with_state(shared)
+}
+
+async fn status(State(s): State<Arc<Shared>>) -> Json<StatusView> {
+    Json(s.status.read().unwrap_or_else(|p| p.into_inner()).clone())
+}
+
+async fn pause(State(s): State<Arc<Shared>>, paused: bool) -> StatusCode {
+    *s.pause_requested.lock().unwrap_or_else(|p| p.into_inner()) = Some(paused);
+    StatusCode::ACCEPTED
+}
+
+async fn handover(State(s): State<Arc<Shared>>, req: Request) -> Response {
+    let router = s.handover.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    match router {
+        Some(r) => match r.oneshot(req).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        },
+        None => (
+            StatusCode::CONFLICT,
+            Json(dc_handover::messages::ErrorBody {
+                error: "no_handover".into(),
+                message: "no key handover is in progress on this agent".into(),
+            }),
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,182 @@
+//! Downloads release artifacts: origin first, then mirrors; streaming SHA-256; never more
+//! bytes than the record declares; a stall deadline; atomic rename into a content-addressed
+//! store (`STORE/<sha256>.tar`). `file:///` and `http://` URLs.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dc_release::Artifact;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::{info, warn};
+
+/// No byte for this long ends a download.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// A whole download from one URL may take at most this long.
+pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("{url}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("every URL failed: {0}")]
+    AllFailed(String),
+    #[error("store {path}: {source}")]
+    Store {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub struct Downloader {
+    http: reqwest::Client,
+    store: PathBuf,
+}
+
+impl Downloader {
+    pub fn new(store: &Path) -> Result<Self, DownloadError> {
+        std::fs::create_dir_all(store).map_err(|source| DownloadError::Store {
+            path: store.to_path_buf(),
+            source,
+        })?;
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| DownloadError::Url {
+                url: "-".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            http,
+            store: store.to_path_buf(),
+        })
+    }
+
+    /// Returns the path of the verified artifact in the store.
+    pub async fn fetch(&self, a: &Artifact) -> Result<PathBuf, DownloadError> {
+        let dest = self.store.join(format!("{}.tar", a.sha256));
+        if dest.exists() {
+            if let Ok((sha, size)) = dc_release::digest_file(&dest) {
+                if hex::encode(sha) == a.sha256 && size == a.size {
+                    return Ok(dest);
+                }
+            }
+            warn!(path = %dest.display(), "stored artifact does not verify; downloading again");
+        }
+        let mut errors = Vec::new();
+        for url in &a.urls {
+            match self.fetch_one(url, a, &dest).await {
+                Ok(()) => return Ok(dest),
+                Err(e) => {
+                    warn!("download failed, trying the next URL: {e}");
+                    errors.push(e.to_string());
+                }
+            }
+        }
+        Err(DownloadError::AllFailed(errors.join("; ")))
+    }
+
+    async fn fetch_one(&self, url: &str, a: &Artifact, dest: &Path) -> Result<(), DownloadError> {
+        let err = |reason: String| DownloadError::Url {
+            url: url.into(),
+            reason,
+        };
+        let mut rnd = [0u8; 8];
+        getrandom::getrandom(&mut rnd).map_err(|e| err(e.to_string()))?;
+        let tmp = self.store.join(format!(".partial-{}", hex::encode(rnd)));
+        let result = tokio::time::timeout(TOTAL_TIMEOUT, self.stream_to(url, a, &tmp)).await;
+        let outcome = match result {
+            Ok(Ok(sha)) if hex::encode(sha) == a.sha256 => Ok(()),
+            Ok(Ok(sha)) => Err(err(format!(
+                "SHA-256 is {}, the signed record says {}",
+                hex::encode(sha),
+                a.sha256
+            ))),
+            Ok(Err(e)) => Err(err(e)),
+            Err(_) => Err(err(format!("not complete within {TOTAL_TIMEOUT:?}"))),
+        };
+        if outcome.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return outcome;
+        }
+        let store = |source| DownloadError::Store {
+            path: dest.to_path_buf(),
+            source,
+        };
+        tokio::fs::rename(&tmp, dest).await.map_err(store)?;
+        std::fs::File::open(&self.store)
+            .and_then(|d| d.sync_all())
+            .map_err(store)?;
+        info!(url, sha256 = %a.sha256, size = a.size, "artifact downloaded and verified");
+        Ok(())
+    }
+
+    /// Streams one URL into `tmp`, returning the SHA-256; refuses more than the declared size.
+    async fn stream_to(&self, url: &str, a: &Artifact, tmp: &Path) -> Result<[u8; 32], String> {
+        let mut out = tokio::fs::File::create(tmp)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut h = Sha256::new();
+        let mut total = 0u64;
+        let progress = std::io::stderr().is_terminal();
+        let mut on_chunk = |chunk: &[u8], h: &mut Sha256| -> Result<(), String> {
+            total += chunk.len() as u64;
+            if total > a.size {
+                return Err(format!("more than the declared {} bytes", a.size));
+            }
+            h.update(chunk);
+            if progress {
+                eprint!("\rdownloading {url}: {total}/{} bytes", a.size);
+            }
+            Ok(())
+        };
+        if let Some(path) = url.strip_prefix("file://") {
+            let mut f = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = tokio::time::timeout(STALL_TIMEOUT, f.read(&mut buf))
+                    .await
+                    .map_err(|_| "stalled".to_string())?
+                    .map_err(|e| e.to_string())?;
+                if n == 0 {
+                    break;
+                }
+                on_chunk(&buf[..n], &mut h)?;
+                out.write_all(&buf[..n]).await.map_err(|e| e.to_string())?;
+            }
+        } else if url.starts_with("http://") {
+            let mut resp = self.http.get(url).send().await.map_err(|e| e.to_string())?;
+            if !resp.status().is_success() {
+                return Err(format!("HTTP {}", resp.status()));
+            }
+            if resp.content_length().is_some_and(|l| l > a.size) {
+                return Err(format!("announces more than the declared {} bytes", a.size));
+            }
+            while let Some(chunk) = tokio::time::timeout(STALL_TIMEOUT, resp.chunk())
+                .await
+                .map_err(|_| format!("no data for {STALL_TIMEOUT:?}"))?
+                .map_err(|e| e.to_string())?
+            {
+                on_chunk(&chunk, &mut h)?;
+                out.write_all(&chunk).await.map_err(|e| e.to_string())?;
+            }
+        } else {
+            return Err(
+                "unsupported URL scheme (this build fetches file:/// and http:// URLs)".into(),
+            );
+        }
+        if progress {
+            eprintln!();
+        }
+        if total != a.size {
+            return Err(format!("{total} bytes, the signed record says {}", a.size));
+        }
+        out.sync_all().await.map_err(|e| e.to_string())?;
+        Ok(h.finalize().into())
+    }
+}

@@ -1,0 +1,433 @@
+//! A complete local deployment on the software TEE platform, for `dcupgrade demo` and the
+//! end-to-end tests: a platform, a dev committee, node and agent bundles, a local feed, and the
+//! agent (which supervises the node). Everything runs as real processes on loopback, under one
+//! directory; dropping the lab stops them.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use dc_bundle::{BundleSpec, SignerKey, TrustRoots};
+use dc_release::committee::CommitteeSigner;
+use dc_release::feed::LocalFeed;
+use dc_release::{digest_file, Artifact, ReleaseRecord, Role, SignedRecord};
+use dc_tee::Measurement;
+
+use crate::agent::StatusView;
+
+/// The three programs a lab runs.
+#[derive(Clone, Debug)]
+pub struct Bins {
+    pub sim: PathBuf,
+    pub node: PathBuf,
+    pub agent: PathBuf,
+}
+
+impl Bins {
+    /// Finds the binaries next to `near` (the running executable, or a test binary in
+    /// `target/*/deps`).
+    pub fn locate(near: &Path) -> Result<Self, String> {
+        let dirs: Vec<PathBuf> = near
+            .ancestors()
+            .skip(1)
+            .take(2)
+            .map(Path::to_path_buf)
+            .collect();
+        let find = |name: &str| {
+            dirs.iter().map(|d| d.join(name)).find(|p| p.is_file()).ok_or_else(|| {
+                format!("{name} not found next to {}; build everything first: cargo build --workspace --bins", near.display())
+            })
+        };
+        Ok(Self {
+            sim: find("dctee-sim")?,
+            node: find("dcnode")?,
+            agent: find("dcupgrade")?,
+        })
+    }
+}
+
+/// A node release built by the lab: bundle, artifact and signed record.
+#[derive(Clone, Debug)]
+pub struct NodeRelease {
+    pub version: String,
+    pub bundle_dir: PathBuf,
+    pub archive: PathBuf,
+    pub record: SignedRecord,
+    pub record_path: PathBuf,
+    pub mr_enclave: Measurement,
+}
+
+pub struct Lab {
+    pub dir: PathBuf,
+    pub bins: Bins,
+    committee: CommitteeSigner,
+    signer: SignerKey,
+    platform: Option<Child>,
+    agent: Option<Child>,
+    pub agent_port: u16,
+    pub node_port: u16,
+    pub node_upgrade_port: u16,
+    pub feed: PathBuf,
+    http: reqwest::Client,
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+fn err(what: &str) -> impl FnOnce(std::io::Error) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+impl Lab {
+    /// Starts a platform under `dir` and creates a committee and an enclave signer.
+    pub fn start(dir: &Path, bins: Bins) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(err("lab directory"))?;
+        let dir = std::path::absolute(dir).map_err(err("lab directory"))?;
+        for d in ["feed", "bundles", "artifacts", "records"] {
+            std::fs::create_dir_all(dir.join(d)).map_err(err(d))?;
+        }
+        let log = std::fs::File::create(dir.join("platform.log")).map_err(err("platform log"))?;
+        let mut platform = Command::new(&bins.sim)
+            .arg("serve")
+            .arg("--state")
+            .arg(dir.join("platform"))
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .map_err(err("starting dctee-sim"))?;
+        let mut line = String::new();
+        BufReader::new(platform.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .map_err(err("platform"))?;
+        if !line.contains("serving on") {
+            let _ = platform.kill();
+            return Err(format!(
+                "the platform did not start; see {}",
+                dir.join("platform.log").display()
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            feed: dir.join("feed"),
+            committee: CommitteeSigner::generate().map_err(|e| e.to_string())?,
+            signer: SignerKey::generate().map_err(|e| e.to_string())?,
+            platform: Some(platform),
+            agent: None,
+            agent_port: free_port()?,
+            node_port: free_port()?,
+            node_upgrade_port: free_port()?,
+            http,
+            bins,
+            dir,
+        })
+    }
+
+    fn trust(&self) -> TrustRoots {
+        TrustRoots {
+            committee_keys: vec![self.committee.public().to_text()],
+            threshold: 1,
+            allow_debug_peers: false,
+            authorized_enclaves: vec![],
+        }
+    }
+
+    /// Builds a dcnode bundle of `version`, its artifact, and a record signed by the committee.
+    /// `measured_args` become part of the enclave identity (the test faults use this).
+    pub fn build_node(
+        &self,
+        version: &str,
+        isv_svn: u16,
+        tag: &str,
+        measured_args: &[&str],
+    ) -> Result<NodeRelease, String> {
+        let name = format!("dcnode-{version}{tag}");
+        let spec = BundleSpec {
+            name: "dcnode".into(),
+            version: version.into(),
+            isv_prod_id: 1,
+            isv_svn,
+            debug: false,
+            entrypoint: "bin/dcnode".into(),
+            args: measured_args.iter().map(|s| s.to_string()).collect(),
+            env_passthrough: vec!["DCNODE_LOG".into()],
+            trust: self.trust(),
+        };
+        let bundle_dir = self.dir.join("bundles").join(&name);
+        let b = dc_bundle::build(
+            &bundle_dir,
+            &spec,
+            &[(self.bins.node.clone(), "bin/dcnode".into())],
+            &self.signer,
+        )
+        .map_err(|e| e.to_string())?;
+        let archive = self.dir.join("artifacts").join(format!("{name}.tar"));
+        let f = std::fs::File::create(&archive).map_err(err("artifact"))?;
+        dc_bundle::archive::pack(&b, std::io::BufWriter::new(f)).map_err(|e| e.to_string())?;
+        let (sha, size) = digest_file(&archive).map_err(|e| e.to_string())?;
+        let mut record = SignedRecord::unsigned(ReleaseRecord {
+            product: "dcnode".into(),
+            role: Role::Node,
+            version: version.into(),
+            mr_enclave: b.mr_enclave.to_string(),
+            isv_svn,
+            artifact: Some(Artifact {
+                sha256: hex::encode(sha),
+                size,
+                urls: vec![format!("file://{}", archive.display())],
+            }),
+            expires_at: None,
+        });
+        record.sign(&self.committee).map_err(|e| e.to_string())?;
+        let record_path = self.dir.join("records").join(format!("{name}.json"));
+        std::fs::write(&record_path, record.to_json()).map_err(err("record"))?;
+        Ok(NodeRelease {
+            version: version.into(),
+            bundle_dir,
+            archive,
+            record,
+            record_path,
+            mr_enclave: b.mr_enclave,
+        })
+    }
+
+    /// Re-signs a (possibly altered) record with the committee key.
+    pub fn sign(&self, record: ReleaseRecord) -> Result<SignedRecord, String> {
+        let mut s = SignedRecord::unsigned(record);
+        s.sign(&self.committee).map_err(|e| e.to_string())?;
+        Ok(s)
+    }
+
+    /// Puts a record into the feed the agent watches.
+    pub fn publish(&self, r: &SignedRecord) -> Result<(), String> {
+        LocalFeed::new(&self.feed)
+            .publish(r)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Writes a record into the feed under a free-form file name, bypassing validation (for
+    /// tests of what the agent refuses).
+    pub fn publish_raw(&self, name: &str, bytes: &[u8]) -> Result<(), String> {
+        std::fs::write(self.feed.join(name), bytes).map_err(err("feed"))
+    }
+
+    /// Builds the agent's bundle and upgrader record, and starts the agent enclave, which
+    /// starts the `initial` node.
+    pub fn start_agent(
+        &mut self,
+        initial: &NodeRelease,
+        retry_backoff: Duration,
+    ) -> Result<(), String> {
+        let agent_dir = self.dir.join("bundles").join("dcupgrade");
+        let agent_record = self.dir.join("records").join("dcupgrade.json");
+        if !agent_dir.exists() {
+            let spec = BundleSpec {
+                name: "dcupgrade".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                isv_prod_id: 2,
+                isv_svn: 1,
+                debug: false,
+                entrypoint: "bin/dcupgrade".into(),
+                args: vec![],
+                env_passthrough: vec!["DCUPGRADE_LOG".into()],
+                trust: self.trust(),
+            };
+            let b = dc_bundle::build(
+                &agent_dir,
+                &spec,
+                &[(self.bins.agent.clone(), "bin/dcupgrade".into())],
+                &self.signer,
+            )
+            .map_err(|e| e.to_string())?;
+            let r = self.sign(ReleaseRecord {
+                product: "dcupgrade".into(),
+                role: Role::Upgrader,
+                version: env!("CARGO_PKG_VERSION").into(),
+                mr_enclave: b.mr_enclave.to_string(),
+                isv_svn: 1,
+                artifact: None,
+                expires_at: None,
+            })?;
+            std::fs::write(&agent_record, r.to_json()).map_err(err("agent record"))?;
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("agent.log"))
+            .map_err(err("agent log"))?;
+        let child = Command::new(&self.bins.sim)
+            .arg("launch")
+            .arg("--state")
+            .arg(self.dir.join("platform"))
+            .args(["--env", "DCUPGRADE_LOG=info"])
+            .arg(&agent_dir)
+            .arg("--")
+            .arg("run")
+            .arg("--state")
+            .arg(self.dir.join("agent"))
+            .arg("--feed")
+            .arg(&self.feed)
+            .args(["--listen", &format!("127.0.0.1:{}", self.agent_port)])
+            .arg("--node-data")
+            .arg(self.dir.join("node-data"))
+            .args(["--node-listen", &format!("127.0.0.1:{}", self.node_port)])
+            .args([
+                "--node-upgrade",
+                &format!("127.0.0.1:{}", self.node_upgrade_port),
+            ])
+            .arg("--sim-bin")
+            .arg(&self.bins.sim)
+            .arg("--platform-state")
+            .arg(self.dir.join("platform"))
+            .arg("--initial-bundle")
+            .arg(&initial.bundle_dir)
+            .arg("--initial-record")
+            .arg(&initial.record_path)
+            .arg("--agent-record")
+            .arg(&agent_record)
+            .args(["--poll-ms", "100"])
+            .args(["--retry-backoff-ms", &retry_backoff.as_millis().to_string()])
+            .stdout(log.try_clone().map_err(err("agent log"))?)
+            .stderr(log)
+            .spawn()
+            .map_err(err("starting the agent"))?;
+        self.agent = Some(child);
+        Ok(())
+    }
+
+    /// Stops the agent (and with it the node it supervises), waiting for both to exit.
+    pub fn stop_agent(&mut self) {
+        if let Some(mut a) = self.agent.take() {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(a.id() as i32, libc::SIGTERM) };
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            while std::time::Instant::now() < deadline {
+                if a.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+    }
+
+    pub fn agent_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.agent_port)
+    }
+
+    pub fn node_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.node_port)
+    }
+
+    pub async fn status(&self) -> Result<StatusView, String> {
+        self.http
+            .get(format!("{}/v1/status", self.agent_url()))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Polls the agent's status until `pred` holds.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&StatusView) -> bool,
+    ) -> Result<StatusView, String> {
+        let end = tokio::time::Instant::now() + timeout;
+        let mut last = Err("no status yet".to_string());
+        while tokio::time::Instant::now() < end {
+            last = self.status().await;
+            if let Ok(s) = &last {
+                if pred(s) {
+                    return last;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(format!(
+            "timed out waiting for {what}; last status: {last:?}; agent log: {}",
+            self.dir.join("agent.log").display()
+        ))
+    }
+
+    /// Waits until the agent reports the node of `version` running and idle.
+    pub async fn wait_serving(
+        &self,
+        version: &str,
+        timeout: Duration,
+    ) -> Result<StatusView, String> {
+        let v = version.to_string();
+        self.wait_for(timeout, &format!("node {version} serving"), move |s| {
+            s.node_running
+                && s.state.as_ref().is_some_and(|st| {
+                    st.current.version == v && st.phase == crate::journal::Phase::Idle
+                })
+        })
+        .await
+    }
+
+    pub async fn put(&self, name: &str, data: &[u8]) -> Result<(), String> {
+        let r = self
+            .http
+            .put(format!("{}/v1/objects/{name}", self.node_url()))
+            .body(data.to_vec())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !r.status().is_success() {
+            return Err(format!("PUT {name}: HTTP {}", r.status()));
+        }
+        Ok(())
+    }
+
+    /// Reads an object; returns the serving node's version and the bytes.
+    pub async fn get(&self, name: &str) -> Result<(String, Vec<u8>), String> {
+        let r = self
+            .http
+            .get(format!("{}/v1/objects/{name}", self.node_url()))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !r.status().is_success() {
+            return Err(format!("GET {name}: HTTP {}", r.status()));
+        }
+        let v = r
+            .headers()
+            .get(dcnode_version_header())
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?")
+            .to_string();
+        Ok((v, r.bytes().await.map_err(|e| e.to_string())?.to_vec()))
+    }
+
+    /// The agent's log so far (for test failure messages).
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+}
+
+fn dcnode_version_header() -> &'static str {
+    "x-dcnode-version"
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stop_agent();
+        if let Some(mut p) = self.platform.take() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! `dcupgrade`: the DC upgrade agent (`run`, inside an enclave), its operator commands
+//! (`status`, `pause`, `resume`) and the demo upgrade (`demo`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use dc_bundle::Manifest;
+use dc_release::Committee;
+use dc_tee::sim::SimTee;
+use dc_tee::Tee;
+use dcupgrade::agent::{Agent, AgentConfig, Shared, StatusView};
+use dcupgrade::launcher::SimLauncher;
+use tracing::info;
+
+mod demo;
+
+#[derive(Parser)]
+#[command(
+    name = "dcupgrade",
+    version,
+    about = "DC upgrade agent: committee-signed releases, attested key handover, upgrades with rollback"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the agent (as an enclave: `dctee-sim launch AGENT_BUNDLE -- run ...`).
+    Run(Box<RunArgs>),
+    /// Show the agent's state.
+    Status {
+        #[arg(long, default_value = "http://127.0.0.1:6666")]
+        url: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop starting new upgrades (one in progress finishes or rolls back).
+    Pause {
+        #[arg(long, default_value = "http://127.0.0.1:6666")]
+        url: String,
+    },
+    /// Allow upgrades again.
+    Resume {
+        #[arg(long, default_value = "http://127.0.0.1:6666")]
+        url: String,
+    },
+    /// The demo upgrade on the software TEE platform and a local feed.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Agent state: journal, downloaded artifacts, bundles, sealed keys in transit.
+    #[arg(long)]
+    state: PathBuf,
+    /// Local release feed directory.
+    #[arg(long)]
+    feed: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:6666")]
+    listen: SocketAddr,
+    /// The node's data directory.
+    #[arg(long)]
+    node_data: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    node_listen: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:6667")]
+    node_upgrade: SocketAddr,
+    /// The software TEE platform's `dctee-sim` binary.
+    #[arg(long)]
+    sim_bin: PathBuf,
+    /// The platform's state directory (for `dctee-sim launch --state`).
+    #[arg(long)]
+    platform_state: PathBuf,
+    /// First run only: the installed node's bundle directory.
+    #[arg(long)]
+    initial_bundle: Option<PathBuf>,
+    /// First run only: the installed node's signed release record.
+    #[arg(long)]
+    initial_record: Option<PathBuf>,
+    /// This agent's committee-signed upgrader record.
+    #[arg(long)]
+    agent_record: Option<PathBuf>,
+    #[arg(long, default_value_t = 500)]
+    poll_ms: u64,
+    #[arg(long, default_value_t = 60_000)]
+    retry_backoff_ms: u64,
+    #[arg(long, default_value_t = 30_000)]
+    node_ready_ms: u64,
+    #[arg(long, default_value_t = 30_000)]
+    handover_ms: u64,
+    #[arg(long, default_value_t = 15_000)]
+    health_ms: u64,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter_var = if matches!(cli.cmd, Cmd::Run(_)) {
+        "DCUPGRADE_LOG"
+    } else {
+        "DCUPGRADE_DEMO_LOG"
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env(filter_var)
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dcupgrade: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let r = rt.block_on(async {
+        match cli.cmd {
+            Cmd::Run(a) => run(*a).await,
+            Cmd::Status { url, json } => status(&url, json).await,
+            Cmd::Pause { url } => post(&url, "/v1/pause").await,
+            Cmd::Resume { url } => post(&url, "/v1/resume").await,
+            Cmd::Demo(a) => demo::run(a).await,
+        }
+    });
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dcupgrade: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(a: RunArgs) -> Result<()> {
+    let sim = Arc::new(SimTee::from_env().context("the agent must run as an enclave")?);
+    // Trust roots come only from the measured manifest, never from arguments.
+    let manifest_bytes = sim
+        .measured_manifest()
+        .context("reading the measured manifest")?;
+    let tee: Arc<dyn Tee> = sim;
+    let manifest = Manifest::parse(&manifest_bytes)?;
+    let committee = Committee::from_trust_roots(&manifest.trust)
+        .context("trust roots in the measured manifest")?;
+    let initial = match (a.initial_bundle, a.initial_record) {
+        (Some(b), Some(r)) => Some((b, r)),
+        (None, None) => None,
+        _ => bail!("--initial-bundle and --initial-record go together"),
+    };
+    let cfg = AgentConfig {
+        state_dir: a.state,
+        feed: a.feed,
+        listen: a.listen,
+        node_data: a.node_data,
+        node_listen: a.node_listen,
+        node_upgrade: a.node_upgrade,
+        poll: Duration::from_millis(a.poll_ms),
+        node_ready_deadline: Duration::from_millis(a.node_ready_ms),
+        handover_deadline: Duration::from_millis(a.handover_ms),
+        health_deadline: Duration::from_millis(a.health_ms),
+        stop_grace: Duration::from_secs(10),
+        retry_backoff: Duration::from_millis(a.retry_backoff_ms),
+        agent_record: a.agent_record,
+        initial,
+    };
+    let launcher = Arc::new(SimLauncher {
+        sim_bin: a.sim_bin,
+        platform_state: a.platform_state,
+    });
+    let shared = Arc::new(Shared::default());
+    let listen = cfg.listen;
+    let agent = Agent::open(
+        cfg,
+        tee,
+        committee,
+        manifest.trust.allow_debug_peers,
+        launcher,
+        shared.clone(),
+        &manifest.version,
+    )?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    tokio::spawn(async move { axum::serve(listener, dcupgrade::api::router(shared)).await });
+    info!(%listen, "dcupgrade agent running");
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let (Ok(mut t), Ok(mut i)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            tokio::select! { _ = t.recv() => {}, _ = i.recv() => {} }
+            let _ = tx.send(true);
+        }
+    });
+    agent.run(rx).await;
+    info!("stopped");
+    Ok(())
+}
+
+async fn status(url: &str, json: bool) -> Result<()> {
+    let s: StatusView = reqwest::get(format!("{url}/v1/status"))
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    println!("agent      {} ({})", s.agent_version, s.agent_mr_enclave);
+    if let Some(st) = &s.state {
+        println!(
+            "node       {} {} ({})",
+            st.current.version,
+            st.current.mr_enclave,
+            if s.node_running {
+                "running"
+            } else {
+                "NOT running"
+            }
+        );
+        println!(
+            "phase      {:?}{}",
+            st.phase,
+            if st.paused { " (paused)" } else { "" }
+        );
+        println!("highest    {}", st.highest_trusted);
+        println!("upgrades   {}", st.upgrades_completed);
+        if let Some(u) = &st.upgrade {
+            println!("target     {} {}", u.target_version, u.target_mr_enclave);
+        }
+        for (mre, f) in &st.failed {
+            println!(
+                "failed     {} {} ({} attempts): {}",
+                f.version, mre, f.attempts, f.reason
+            );
+        }
+    }
+    if let Some(e) = &s.last_error {
+        println!("last error {e}");
+    }
+    for r in &s.refused {
+        println!("refused    {r}");
+    }
+    Ok(())
+}
+
+async fn post(url: &str, path: &str) -> Result<()> {
+    reqwest::Client::new()
+        .post(format!("{url}{path}"))
+        .send()
+        .await?
+        .error_for_status()?;
+    println!("ok");
+    Ok(())
+}
