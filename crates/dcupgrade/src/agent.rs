@@ -451,6 +451,7 @@ impl Agent {
         let current: Version = self.state.current.version.parse().ok()?;
         let highest: Version = self.state.highest_trusted.parse().unwrap_or(current);
         let now = now_ms();
+        let mut candidate = None;
         for v in scan.valid {
             if v.version < highest {
                 self.report(format!(
@@ -459,17 +460,20 @@ impl Agent {
                 ));
                 continue;
             }
-            if v.version <= current {
-                break;
+            if v.version <= current || candidate.is_some() {
+                continue;
             }
-            if let Some(f) = self.state.failed.get(&v.mr_enclave.to_string()) {
-                if now < f.retry_after_ms {
-                    continue;
-                }
+            let backing_off = self
+                .state
+                .failed
+                .get(&v.mr_enclave.to_string())
+                .is_some_and(|f| now < f.retry_after_ms);
+            if !backing_off {
+                // The feed lists the highest version first.
+                candidate = Some(v);
             }
-            return Some(v);
         }
-        None
+        candidate
     }
 
     /// Records a refusal once (status and log), never acting on it.

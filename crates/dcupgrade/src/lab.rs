@@ -293,6 +293,7 @@ impl Lab {
             .arg("--agent-record")
             .arg(&agent_record)
             .args(["--poll-ms", "100"])
+            .args(["--health-ms", "3000"])
             .args(["--retry-backoff-ms", &retry_backoff.as_millis().to_string()])
             .stdout(log.try_clone().map_err(err("agent log"))?)
             .stderr(log)

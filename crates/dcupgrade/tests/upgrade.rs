@@ -1,0 +1,303 @@
+//! End-to-end upgrades with real processes: the software TEE platform, the agent enclave, node
+//! enclaves, a local feed. Needs the workspace binaries (`cargo build --workspace --bins`,
+//! which `scripts/test` does).
+
+use std::time::Duration;
+
+use dc_release::{ReleaseRecord, SignedRecord};
+use dcupgrade::journal::Phase;
+use dcupgrade::lab::{Bins, Lab, NodeRelease};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_dcupgrade");
+const T: Duration = Duration::from_secs(60);
+
+struct World {
+    lab: Lab,
+    v1: NodeRelease,
+    objects: Vec<(String, Vec<u8>)>,
+    _dir: tempfile::TempDir,
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let bins = Bins::locate(
+        std::path::Path::new(AGENT)
+            .parent()
+            .unwrap()
+            .join("deps/x")
+            .as_path(),
+    )
+    .unwrap();
+    let mut lab = Lab::start(dir.path(), bins).unwrap();
+    let v1 = lab.build_node("1.0.0", 1, "", &[]).unwrap();
+    lab.publish(&v1.record).unwrap();
+    lab.start_agent(&v1, Duration::from_secs(3600)).unwrap();
+    lab.wait_serving("1.0.0", T).await.unwrap();
+    let mut objects = Vec::new();
+    for i in 0..8u8 {
+        let data: Vec<u8> = (0..(100 + i as usize * 50))
+            .map(|j| (j as u8).wrapping_mul(i + 1))
+            .collect();
+        let name = format!("obj-{i}");
+        lab.put(&name, &data).await.unwrap();
+        objects.push((name, data));
+    }
+    World {
+        lab,
+        v1,
+        objects,
+        _dir: dir,
+    }
+}
+
+impl World {
+    async fn all_readable_from(&self, version: &str) {
+        for (name, data) in &self.objects {
+            let (v, got) = self
+                .lab
+                .get(name)
+                .await
+                .unwrap_or_else(|e| panic!("{e}\n{}", self.lab.agent_log()));
+            assert_eq!(v, version, "{name} served by the wrong version");
+            assert_eq!(&got, data, "{name} differs");
+        }
+    }
+
+    /// v1 still serves, nothing was stopped, no upgrade happened.
+    async fn v1_untouched(&self) {
+        let s = self.lab.status().await.unwrap();
+        let st = s.state.unwrap();
+        assert_eq!(st.current.version, "1.0.0");
+        assert_eq!(st.current.mr_enclave, self.v1.mr_enclave.to_string());
+        assert_eq!(st.upgrades_completed, 0);
+        assert_eq!(st.phase, Phase::Idle);
+        assert!(s.node_running);
+        assert!(
+            !st.timeline.iter().any(|e| e.phase == "old_stopped"),
+            "the old node was stopped: {:?}",
+            st.timeline
+        );
+        self.all_readable_from("1.0.0").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_moves_the_keys_and_v2_serves_every_object() {
+    let w = world().await;
+    let v2 = w.lab.build_node("2.0.0", 2, "", &[]).unwrap();
+    w.lab.publish(&v2.record).unwrap();
+    let s = w
+        .lab
+        .wait_serving("2.0.0", T)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", w.lab.agent_log()));
+    let st = s.state.unwrap();
+    assert_eq!(st.upgrades_completed, 1);
+    assert_eq!(st.current.mr_enclave, v2.mr_enclave.to_string());
+    assert_eq!(st.highest_trusted, "2.0.0");
+    let phases: Vec<&str> = st.timeline.iter().map(|e| e.phase.as_str()).collect();
+    for p in [
+        "candidate",
+        "downloaded",
+        "keys_acquired",
+        "old_stopped",
+        "new_launched",
+        "keys_delivered",
+        "healthy",
+    ] {
+        assert!(phases.contains(&p), "{p} missing from {phases:?}");
+    }
+    w.all_readable_from("2.0.0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_upgrades_in_a_row() {
+    let w = world().await;
+    let v2 = w.lab.build_node("2.0.0", 2, "", &[]).unwrap();
+    w.lab.publish(&v2.record).unwrap();
+    w.lab.wait_serving("2.0.0", T).await.unwrap();
+    let v3 = w.lab.build_node("3.0.0", 3, "", &[]).unwrap();
+    w.lab.publish(&v3.record).unwrap();
+    let s = w
+        .lab
+        .wait_serving("3.0.0", T)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", w.lab.agent_log()));
+    assert_eq!(s.state.unwrap().upgrades_completed, 2);
+    w.all_readable_from("3.0.0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_release_is_refused() {
+    let w = world().await;
+    let v2 = w.lab.build_node("2.0.0", 2, "", &[]).unwrap();
+    // No signature at all, and a signature by a key outside the committee.
+    let unsigned = SignedRecord::unsigned(v2.record.record.clone());
+    w.lab
+        .publish_raw("unsigned.json", &unsigned.to_json())
+        .unwrap();
+    let mut foreign = SignedRecord::unsigned(v2.record.record.clone());
+    foreign
+        .sign(&dc_release::committee::CommitteeSigner::generate().unwrap())
+        .unwrap();
+    w.lab
+        .publish_raw("foreign.json", &foreign.to_json())
+        .unwrap();
+    w.lab.publish_raw("garbage.json", b"{ not json").unwrap();
+    let s = w
+        .lab
+        .wait_for(T, "three refusals", |s| s.refused.len() >= 3)
+        .await
+        .unwrap();
+    assert!(
+        s.refused
+            .iter()
+            .filter(|r| r.contains("signatures"))
+            .count()
+            >= 2,
+        "{:?}",
+        s.refused
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    w.v1_untouched().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_whose_artifact_digest_does_not_match_is_refused() {
+    let w = world().await;
+    let v2 = w.lab.build_node("2.0.0", 2, "", &[]).unwrap();
+    let mut r: ReleaseRecord = v2.record.record.clone();
+    r.artifact.as_mut().unwrap().sha256 = "00".repeat(32);
+    w.lab.publish(&w.lab.sign(r).unwrap()).unwrap();
+    let s = w
+        .lab
+        .wait_for(T, "a failure", |s| {
+            s.state.as_ref().is_some_and(|st| !st.failed.is_empty())
+        })
+        .await
+        .unwrap();
+    let reason = s
+        .state
+        .unwrap()
+        .failed
+        .values()
+        .next()
+        .unwrap()
+        .reason
+        .clone();
+    assert!(reason.contains("SHA-256"), "{reason}");
+    w.v1_untouched().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_whose_bundle_measures_differently_is_refused() {
+    let w = world().await;
+    let v2 = w.lab.build_node("2.0.0", 2, "", &[]).unwrap();
+    let other = w
+        .lab
+        .build_node("2.0.0", 2, "-other", &["--listen", "127.0.0.1:1"])
+        .unwrap();
+    // The committee signed `other`'s identity, but the artifact is v2's bundle.
+    let mut r = v2.record.record.clone();
+    r.mr_enclave = other.mr_enclave.to_string();
+    w.lab.publish(&w.lab.sign(r).unwrap()).unwrap();
+    let s = w
+        .lab
+        .wait_for(T, "a failure", |s| {
+            s.state.as_ref().is_some_and(|st| !st.failed.is_empty())
+        })
+        .await
+        .unwrap();
+    let reason = s
+        .state
+        .unwrap()
+        .failed
+        .values()
+        .next()
+        .unwrap()
+        .reason
+        .clone();
+    assert!(reason.contains("measures"), "{reason}");
+    w.v1_untouched().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lower_version_is_refused() {
+    let w = world().await;
+    let old = w.lab.build_node("0.9.0", 1, "", &[]).unwrap();
+    w.lab.publish(&old.record).unwrap();
+    let s = w
+        .lab
+        .wait_for(T, "a refusal", |s| {
+            s.refused.iter().any(|r| r.contains("0.9.0"))
+        })
+        .await
+        .unwrap();
+    assert!(
+        s.refused
+            .iter()
+            .any(|r| r.contains("lower than the highest version")),
+        "{:?}",
+        s.refused
+    );
+    w.v1_untouched().await;
+}
+
+async fn rolled_back(w: &World, fault: &str) {
+    let bad = w
+        .lab
+        .build_node("2.0.0", 2, &format!("-{fault}"), &["--fault", fault])
+        .unwrap();
+    w.lab.publish(&bad.record).unwrap();
+    let s = w
+        .lab
+        .wait_for(T, "a rollback", |s| {
+            s.node_running
+                && s.state
+                    .as_ref()
+                    .is_some_and(|st| !st.failed.is_empty() && st.phase == Phase::Idle)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", w.lab.agent_log()));
+    let st = s.state.unwrap();
+    assert_eq!(st.current.version, "1.0.0");
+    assert_eq!(st.upgrades_completed, 0);
+    assert!(
+        st.timeline.iter().any(|e| e.phase == "rolling_back"),
+        "{:?}",
+        st.timeline
+    );
+    assert_eq!(
+        st.highest_trusted, "1.0.0",
+        "a failed release must not raise the rollback floor"
+    );
+    w.all_readable_from("1.0.0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_version_that_crashes_at_start_is_rolled_back() {
+    let w = world().await;
+    rolled_back(&w, "crash-at-start").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_version_that_fails_its_health_check_is_rolled_back() {
+    let w = world().await;
+    rolled_back(&w, "unhealthy").await;
+}
+
+#[test]
+fn the_demo_command_succeeds() {
+    let out = std::process::Command::new(AGENT)
+        .args(["demo", "--objects", "5"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("all 5 objects read back from v2"), "{text}");
+    assert!(text.contains("RESULT downtime_ms="), "{text}");
+}
