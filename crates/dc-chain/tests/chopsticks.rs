@@ -1,0 +1,172 @@
+//! The watcher against a real Substrate runtime (chopsticks, offline chain spec).
+
+use std::time::{Duration, Instant};
+
+use dc_chain::storage::{self, encode, DcProgramInfo, EnclaveIdEntry};
+use dc_chain::testnet::Testnet;
+use dc_chain::watcher::{spawn, Event, Observation, WatcherConfig};
+use tokio::sync::mpsc::Receiver;
+
+async fn next_observation(rx: &mut Receiver<Event>, within: Duration) -> Observation {
+    let end = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(end, rx.recv()).await {
+            Ok(Some(Event::Observed(o))) => return *o,
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("watcher stopped"),
+            Err(_) => panic!("no observation within {within:?}"),
+        }
+    }
+}
+
+fn program(version: &str) -> DcProgramInfo {
+    DcProgramInfo {
+        origin_url: b"http://127.0.0.1:1/dcnode.tar".to_vec(),
+        mirror_url: b"http://127.0.0.1:2/dcnode.tar".to_vec(),
+        enclave_id: b"ab".repeat(32),
+        version: version.as_bytes().to_vec(),
+        mirror_cids: Some(vec![b"bafyexample".to_vec()]),
+    }
+}
+
+fn config(t: &Testnet) -> WatcherConfig {
+    let mut c = WatcherConfig::new(vec![t.url()]);
+    c.poll_interval = Duration::from_secs(2);
+    c.reconnect_max = Duration::from_secs(1);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watcher_reports_a_new_release_within_one_block_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Testnet::start(dir.path()).await.unwrap();
+    let mut rx = spawn(config(&net));
+    let first = next_observation(&mut rx, Duration::from_secs(30)).await;
+    assert_eq!(first.program, Ok(None), "nothing stored at genesis");
+    assert_eq!(first.enclave_ids, Ok(None));
+
+    let ids = vec![EnclaveIdEntry {
+        block: 1,
+        enclave_id: b"ab".repeat(32),
+        signature: b"bsignature".to_vec(),
+    }];
+    let hash = net
+        .set_storage_and_new_block(&[
+            (
+                storage::dc_program_key(),
+                Some(encode::dc_program(&program("0.2.1"))),
+            ),
+            (storage::enclave_ids_key(), Some(encode::enclave_ids(&ids))),
+        ])
+        .await
+        .unwrap();
+    let made = Instant::now();
+    let o = next_observation(&mut rx, Duration::from_secs(10)).await;
+    assert_eq!(
+        o.block_hash, hash,
+        "reported at the very block that carried the change"
+    );
+    assert_eq!(o.block_number, first.block_number + 1);
+    assert_eq!(o.program, Ok(Some(program("0.2.1"))));
+    assert_eq!(o.enclave_ids, Ok(Some(ids)));
+    eprintln!(
+        "detection latency after dev_newBlock: {:?}",
+        o.at.saturating_duration_since(made)
+    );
+
+    // The node crashes and comes back: the watcher reconnects and reads the state again.
+    net.kill();
+    let mut saw_disconnect = false;
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    while let Ok(Some(ev)) = tokio::time::timeout_at(end, rx.recv()).await {
+        if let Event::Disconnected { .. } = ev {
+            saw_disconnect = true;
+            break;
+        }
+    }
+    assert!(
+        saw_disconnect,
+        "the watcher did not notice the node going away"
+    );
+    net.restart().await.unwrap();
+    let again = next_observation(&mut rx, Duration::from_secs(30)).await;
+    assert_eq!(again.program, Ok(None), "fresh chain after restart");
+    let hash = net
+        .set_storage_and_new_block(&[(
+            storage::dc_program_key(),
+            Some(encode::dc_program(&program("0.3.0"))),
+        )])
+        .await
+        .unwrap();
+    let o = next_observation(&mut rx, Duration::from_secs(10)).await;
+    assert_eq!(o.block_hash, hash);
+    assert_eq!(o.program, Ok(Some(program("0.3.0"))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_and_oversized_values_are_reported_and_do_not_stop_the_watcher() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = Testnet::start(dir.path()).await.unwrap();
+    let mut rx = spawn(config(&net));
+    next_observation(&mut rx, Duration::from_secs(30)).await;
+
+    net.set_storage_and_new_block(&[
+        (storage::dc_program_key(), Some(vec![0xFF, 0x01, 0x02])),
+        (storage::enclave_ids_key(), Some(vec![0x08, 0, 0])),
+    ])
+    .await
+    .unwrap();
+    let o = next_observation(&mut rx, Duration::from_secs(10)).await;
+    assert!(o.program.is_err(), "{:?}", o.program);
+    assert!(o.enclave_ids.is_err(), "{:?}", o.enclave_ids);
+
+    net.set_storage_and_new_block(&[(
+        storage::dc_program_key(),
+        Some(vec![0u8; storage::MAX_VALUE_BYTES + 10]),
+    )])
+    .await
+    .unwrap();
+    let o = next_observation(&mut rx, Duration::from_secs(10)).await;
+    assert!(o.program.is_err(), "oversized value accepted");
+
+    net.set_storage_and_new_block(&[(
+        storage::dc_program_key(),
+        Some(encode::dc_program(&program("1.0.0"))),
+    )])
+    .await
+    .unwrap();
+    let o = next_observation(&mut rx, Duration::from_secs(10)).await;
+    assert_eq!(o.program, Ok(Some(program("1.0.0"))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_endpoints_are_tried_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = Testnet::start(dir.path()).await.unwrap();
+    // The first endpoint refuses connections; the watcher moves on to the second.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("ws://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let mut c = config(&net);
+    c.endpoints = vec![dead_url.clone(), net.url()];
+    let mut rx = spawn(c);
+    let mut disconnected_from_dead = false;
+    let end = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match tokio::time::timeout_at(end, rx.recv())
+            .await
+            .expect("events")
+            .expect("watcher")
+        {
+            Event::Disconnected { endpoint, .. } if endpoint == dead_url => {
+                disconnected_from_dead = true
+            }
+            Event::Observed(o) => {
+                assert_eq!(o.endpoint, net.url());
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(disconnected_from_dead);
+}
