@@ -5,7 +5,7 @@
 //! "DCKR" | format u8 = 1 | epoch u64 | count u16 |
 //!   count × ( name_len u8 | name | key_version u32 | secret_len u16 | secret )
 //! ```
-//! Keys are sorted by name, names unique, `[a-z0-9._-]{1,64}`, secrets 1..=1024 bytes, at
+//! Keys are sorted by name, names unique, `[a-z0-9._-]{1,64}`, secrets 1..=256 bytes, at
 //! most 64 keys. Secrets are zeroized on drop, and neither `Debug` nor any error ever shows
 //! them; the fingerprint (SHA-256 over a domain string and the encoding) is safe to show.
 

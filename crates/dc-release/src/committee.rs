@@ -151,6 +151,10 @@ impl Committee {
         Self::new(keys, t.threshold as usize)
     }
 
+    pub fn keys(&self) -> impl Iterator<Item = &CommitteeKey> {
+        self.keys.iter()
+    }
+
     pub fn threshold(&self) -> usize {
         self.threshold
     }

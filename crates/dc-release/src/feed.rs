@@ -17,6 +17,8 @@ pub struct LocalFeed {
 pub struct FeedScan {
     /// Every valid node release of the product, highest version first.
     pub valid: Vec<VerifiedRecord>,
+    /// EnclaveIDs the committee revoked (signed revocations in the feed).
+    pub revoked: Vec<dc_tee::Measurement>,
     /// Records that were refused, with the reason (reported, never acted on).
     pub refused: Vec<(PathBuf, String)>,
 }
@@ -88,9 +90,21 @@ impl LocalFeed {
             }
         }
         for p in paths {
-            let checked = read_limited(&p)
-                .and_then(|b| SignedRecord::parse(&b))
-                .and_then(|r| r.verify(committee, now_secs));
+            let bytes = match read_limited(&p) {
+                Ok(b) => b,
+                Err(e) => {
+                    scan.refused.push((p, e.to_string()));
+                    continue;
+                }
+            };
+            if let Ok(rev) = crate::revocation::SignedRevocation::parse(&bytes) {
+                match rev.verify(committee) {
+                    Ok(m) => scan.revoked.push(m),
+                    Err(e) => scan.refused.push((p, format!("revocation: {e}"))),
+                }
+                continue;
+            }
+            let checked = SignedRecord::parse(&bytes).and_then(|r| r.verify(committee, now_secs));
             match checked {
                 Ok(v) if v.record.product == product && v.record.role == Role::Node => {
                     scan.valid.push(v)

@@ -13,8 +13,10 @@
 pub mod authorizer;
 pub mod committee;
 pub mod feed;
+pub mod legacy;
 pub mod multibase;
 pub mod record;
+pub mod revocation;
 
 pub use authorizer::CommitteeAuthorizer;
 pub use committee::{Committee, CommitteeKey};
