@@ -1,8 +1,9 @@
 //! The platform's persistent state: the root secret (the "fuses") and the current CPUSVN.
 //!
-//! INSECURE BY DESIGN: the root secret is an ordinary file. Anyone who can read it (root on
-//! the host) can derive every enclave's seal and report keys. It is protected only by file
-//! permissions, and the platform refuses to use it if group or others can read it.
+//! INSECURE BY DESIGN: the root secret is an ordinary file. Anyone who can read it — root, and
+//! any process running as the platform's user, including every enclave it launches — can
+//! derive every enclave's seal and report keys. It is protected only by file permissions, and
+//! the platform refuses to use it if group or others can read it.
 
 use std::fs;
 use std::io::Write;
