@@ -12,11 +12,18 @@ pub struct LocalFeed {
     dir: PathBuf,
 }
 
+/// A valid record and the file it is in.
+#[derive(Debug, Clone)]
+pub struct FeedEntry {
+    pub record: VerifiedRecord,
+    pub path: PathBuf,
+}
+
 /// What a scan of the feed found.
 #[derive(Debug, Default)]
 pub struct FeedScan {
     /// Every valid node release of the product, highest version first.
-    pub valid: Vec<VerifiedRecord>,
+    pub valid: Vec<FeedEntry>,
     /// EnclaveIDs the committee revoked (signed revocations in the feed).
     pub revoked: Vec<dc_tee::Measurement>,
     /// Records that were refused, with the reason (reported, never acted on).
@@ -107,13 +114,14 @@ impl LocalFeed {
             let checked = SignedRecord::parse(&bytes).and_then(|r| r.verify(committee, now_secs));
             match checked {
                 Ok(v) if v.record.product == product && v.record.role == Role::Node => {
-                    scan.valid.push(v)
+                    scan.valid.push(FeedEntry { record: v, path: p })
                 }
                 Ok(_) => {}
                 Err(e) => scan.refused.push((p, e.to_string())),
             }
         }
-        scan.valid.sort_by_key(|v| std::cmp::Reverse(v.version));
+        scan.valid
+            .sort_by_key(|v| std::cmp::Reverse(v.record.version));
         Ok(scan)
     }
 }

@@ -135,7 +135,8 @@ async fn run(args: Args) -> Result<()> {
                 authorization: evidence.clone(),
             };
             let (ks, tee2, mre) = (&keystore, tee.clone(), me.mr_enclave);
-            let received = receive_keys(&client, &*tee, cfg, CommitteeAuthorizer::new(committee.clone()), move |ring| {
+            let only_upgrader = OnlyUpgrader(CommitteeAuthorizer::new(committee.clone()));
+            let received = receive_keys(&client, &*tee, cfg, only_upgrader, move |ring| {
                 ks.store(&*tee2, &mre, ring).map(|_| ()).map_err(|e| e.to_string())
             })
             .await
@@ -215,6 +216,23 @@ async fn run(args: Args) -> Result<()> {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), servers).await;
     info!("stopped");
     Ok(())
+}
+
+/// A node takes keys only from the upgrade agent (committee-signed upgrader record), never
+/// from another node: a holder of any other role is refused before anything is stored.
+struct OnlyUpgrader(CommitteeAuthorizer);
+
+impl dc_handover::Authorizer for OnlyUpgrader {
+    fn authorize(
+        &self,
+        peer: &dc_tee::EnclaveIdentity,
+        evidence: &[u8],
+    ) -> Result<dc_handover::PeerRole, dc_handover::AuthzError> {
+        match self.0.authorize(peer, evidence)? {
+            dc_handover::PeerRole::Upgrader => Ok(dc_handover::PeerRole::Upgrader),
+            _ => Err(dc_handover::AuthzError::NotAuthorized(peer.mr_enclave)),
+        }
+    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {

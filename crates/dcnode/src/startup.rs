@@ -24,12 +24,15 @@ pub enum KeySource {
     Refuse,
 }
 
+/// An explicitly configured upgrader wins over an own sealed blob: the agent starts a node
+/// with `--upgrader` only to hand it the current keyring, and a blob this version sealed
+/// during an earlier, rolled-back attempt must not stop a retry from receiving it.
 pub fn decide(s: Situation) -> KeySource {
     match s {
+        Situation { upgrader: true, .. } => KeySource::Handover,
         Situation {
             own_sealed: true, ..
         } => KeySource::Unseal,
-        Situation { upgrader: true, .. } => KeySource::Handover,
         Situation {
             other_state: false, ..
         } => KeySource::Generate,
@@ -51,10 +54,10 @@ mod tests {
                         other_state,
                         upgrader,
                     };
-                    let want = if own_sealed {
-                        KeySource::Unseal
-                    } else if upgrader {
+                    let want = if upgrader {
                         KeySource::Handover
+                    } else if own_sealed {
+                        KeySource::Unseal
                     } else if !other_state {
                         KeySource::Generate
                     } else {
@@ -72,6 +75,15 @@ mod tests {
                 upgrader: false
             }),
             KeySource::Refuse
+        );
+        // A retry after a rolled-back attempt that had already sealed: receive again.
+        assert_eq!(
+            decide(Situation {
+                own_sealed: true,
+                other_state: true,
+                upgrader: true
+            }),
+            KeySource::Handover
         );
     }
 }

@@ -4,12 +4,17 @@
 //! Idle → Candidate → Downloaded → KeysAcquired → OldStopped → NewLaunched → KeysDelivered
 //!      → Healthy → (commit) Idle;      any failure after OldStopped → RollingBack → Idle
 //! ```
-//! Every phase is written to the journal before the action it names. Before `OldStopped`
-//! nothing has touched the running node, so a failure (or a crash) simply abandons the
-//! release, with backoff. From `OldStopped` on, a failure — or a restart of the agent —
-//! rolls back: the new node is stopped and the old one relaunched; it unseals its own keyring,
-//! which nothing ever overwrote. Only `Healthy` (the new node proved the identity and the old
-//! data) is committed after a restart.
+//! Every phase is written to the journal before the action it names; if the journal cannot
+//! be written, the action is not taken. Before `OldStopped` nothing has touched the running
+//! node, so a failure (or a crash) simply abandons the release, with backoff. From
+//! `OldStopped` on, a failure — or a restart of the agent — rolls back: the new node is
+//! stopped and the old one relaunched; it unseals its own keyring, which nothing overwrote.
+//! Only `Healthy` (the new node proved its identity, keyring and the old data) is committed
+//! after a restart.
+//!
+//! Both handovers are pinned: keys are taken only from the installed node's MRENCLAVE and
+//! given only to the MRENCLAVE this agent verified for the release (committee signature and
+//! bundle measurement), and never to a revoked one.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,12 +22,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dc_bundle::Bundle;
+use dc_chain::{Event as ChainEvent, Observation};
 use dc_handover::http::{holder_router, receive_keys, HolderClient};
 use dc_handover::{
     Authorizer, AuthzError, Holder, HolderConfig, Keyring, PeerRole, ReceiverConfig, Version,
 };
 use dc_release::feed::LocalFeed;
-use dc_release::{Committee, CommitteeAuthorizer, SignedRecord, VerifiedRecord};
+use dc_release::{Committee, SignedRecord};
 use dc_tee::{EnclaveIdentity, Measurement, SealPolicy, Tee};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -32,6 +38,7 @@ use tracing::{error, info, warn};
 use crate::download::Downloader;
 use crate::journal::{Failure, Journal, Phase, Release, State, Upgrade};
 use crate::launcher::{Launcher, NodeProcess};
+use crate::source::{evaluate_chain, Candidate};
 
 pub const PRODUCT: &str = "dcnode";
 pub const PROBE_OBJECT: &str = "dcupgrade-probe";
@@ -47,7 +54,8 @@ pub fn now_ms() -> u64 {
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
     pub state_dir: PathBuf,
-    pub feed: PathBuf,
+    /// Local feed directory, if that source is used.
+    pub feed: Option<PathBuf>,
     pub listen: SocketAddr,
     pub node_data: PathBuf,
     pub node_listen: SocketAddr,
@@ -58,10 +66,21 @@ pub struct AgentConfig {
     pub health_deadline: Duration,
     pub stop_grace: Duration,
     pub retry_backoff: Duration,
-    /// The agent's own committee-signed upgrader record (handover evidence).
+    /// The agent's own committee-signed upgrader record (handover evidence for nodes).
     pub agent_record: Option<PathBuf>,
     /// The node release installed before the agent first ran: (bundle directory, record).
     pub initial: Option<(PathBuf, PathBuf)>,
+}
+
+/// The chain source as operators see it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ChainView {
+    pub endpoint: Option<String>,
+    pub connected: bool,
+    pub syncing: bool,
+    pub finalized_block: Option<u64>,
+    pub finalized_hash: Option<String>,
+    pub last_problem: Option<String>,
 }
 
 /// What `/v1/status` shows.
@@ -72,8 +91,9 @@ pub struct StatusView {
     pub state: Option<State>,
     pub node_running: bool,
     pub last_error: Option<String>,
-    /// Feed records refused, with the reason.
+    /// Releases refused, with the reason (most recent last).
     pub refused: Vec<String>,
+    pub chain: Option<ChainView>,
 }
 
 /// State shared with the HTTP API.
@@ -93,18 +113,23 @@ pub enum AgentError {
     Setup(String),
 }
 
-/// Accepts only the one enclave this upgrade targets, on top of the committee check.
-struct Pinned<A> {
-    inner: A,
+/// Accepts exactly one enclave, in a fixed role, unless revoked. The agent verified that
+/// enclave itself (committee signature and measurement), so no further evidence is needed.
+struct Pinned {
     expected: Measurement,
+    role: PeerRole,
+    revoked: Vec<Measurement>,
 }
 
-impl<A: Authorizer> Authorizer for Pinned<A> {
-    fn authorize(&self, peer: &EnclaveIdentity, evidence: &[u8]) -> Result<PeerRole, AuthzError> {
+impl Authorizer for Pinned {
+    fn authorize(&self, peer: &EnclaveIdentity, _evidence: &[u8]) -> Result<PeerRole, AuthzError> {
+        if self.revoked.contains(&peer.mr_enclave) {
+            return Err(AuthzError::Revoked(peer.mr_enclave));
+        }
         if peer.mr_enclave != self.expected {
             return Err(AuthzError::NotAuthorized(peer.mr_enclave));
         }
-        self.inner.authorize(peer, evidence)
+        Ok(self.role)
     }
 }
 
@@ -124,6 +149,9 @@ pub struct Agent {
     shared: Arc<Shared>,
     http: reqwest::Client,
     reported: std::collections::BTreeSet<String>,
+    chain: Option<mpsc::Receiver<ChainEvent>>,
+    chain_latest: Option<Observation>,
+    revoked: Vec<Measurement>,
 }
 
 fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> String {
@@ -148,8 +176,16 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
         .map_err(io(dir.display()))
 }
 
+fn phase_name(p: Phase) -> String {
+    serde_json::to_value(p)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
 impl Agent {
-    /// Opens (or initializes) the journal and recovers from an interrupted upgrade.
+    /// Opens (or initializes) the journal. `chain` is the DCChain watcher's event stream, if
+    /// that source is used.
     #[allow(clippy::too_many_arguments)]
     pub fn open(
         cfg: AgentConfig,
@@ -159,8 +195,9 @@ impl Agent {
         launcher: Arc<dyn Launcher>,
         shared: Arc<Shared>,
         agent_version: &str,
+        chain: Option<mpsc::Receiver<ChainEvent>>,
     ) -> Result<Self, AgentError> {
-        let setup = |e: String| AgentError::Setup(e);
+        let setup = AgentError::Setup;
         for d in ["bundles", "records", "keys", "store"] {
             std::fs::create_dir_all(cfg.state_dir.join(d))
                 .map_err(io(cfg.state_dir.join(d).display()))
@@ -178,9 +215,10 @@ impl Agent {
                     .initial
                     .clone()
                     .ok_or_else(|| setup("no journal yet: give the installed node release with --initial-bundle and --initial-record".into()))?;
-                let s = State::new(
-                    Self::adopt_initial(&cfg, &committee, &bundle, &record).map_err(setup)?,
-                );
+                let (release, isv_svn) =
+                    Self::adopt_initial(&cfg, &committee, &bundle, &record).map_err(setup)?;
+                let mut s = State::new(release);
+                s.highest_isv_svn = isv_svn;
                 journal.save(&s)?;
                 s
             }
@@ -190,6 +228,7 @@ impl Agent {
             let mut st = shared.status.write().unwrap_or_else(|p| p.into_inner());
             st.agent_version = agent_version.into();
             st.agent_mr_enclave = me.mr_enclave.to_string();
+            st.chain = chain.as_ref().map(|_| ChainView::default());
         }
         let downloader =
             Downloader::new(&cfg.state_dir.join("store")).map_err(|e| setup(e.to_string()))?;
@@ -213,6 +252,9 @@ impl Agent {
             shared,
             http,
             reported: Default::default(),
+            chain,
+            chain_latest: None,
+            revoked: Vec::new(),
         };
         agent.publish_status();
         Ok(agent)
@@ -224,7 +266,7 @@ impl Agent {
         committee: &Committee,
         bundle: &Path,
         record: &Path,
-    ) -> Result<Release, String> {
+    ) -> Result<(Release, u16), String> {
         let signed = SignedRecord::parse(&std::fs::read(record).map_err(io(record.display()))?)
             .map_err(|e| e.to_string())?;
         let v = signed
@@ -246,21 +288,28 @@ impl Agent {
             .join("records")
             .join(format!("{}.json", v.mr_enclave));
         write_atomic(&rec_path, &signed.to_json())?;
-        Ok(Release {
-            version: v.record.version.clone(),
-            mr_enclave: v.mr_enclave.to_string(),
-            bundle_dir: std::path::absolute(bundle).map_err(io(bundle.display()))?,
-            record: rec_path,
-        })
+        Ok((
+            Release {
+                version: v.record.version.clone(),
+                mr_enclave: v.mr_enclave.to_string(),
+                bundle_dir: std::path::absolute(bundle).map_err(io(bundle.display()))?,
+                record: Some(rec_path),
+            },
+            b.manifest.isv_svn,
+        ))
     }
 
-    fn save(&mut self) {
-        if let Err(e) = self.journal.save(&self.state) {
-            // Without a durable journal, acting further would be unsafe.
+    /// Writes the journal. An error means the next side effect must not happen.
+    fn save(&mut self) -> Result<(), String> {
+        let r = self.journal.save(&self.state).map_err(|e| e.to_string());
+        if let Err(e) = &r {
             error!("{e}");
-            self.set_error(e.to_string());
+            self.set_error(format!(
+                "journal write failed, no further action taken: {e}"
+            ));
         }
         self.publish_status();
+        r
     }
 
     fn publish_status(&mut self) {
@@ -282,20 +331,25 @@ impl Agent {
             .last_error = Some(e);
     }
 
-    fn enter(&mut self, phase: Phase, note: impl Into<String>) {
+    fn update_chain_view(&self, f: impl FnOnce(&mut ChainView)) {
+        let mut st = self
+            .shared
+            .status
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        f(st.chain.get_or_insert_with(ChainView::default));
+    }
+
+    /// Records the phase durably; the caller acts only on `Ok`.
+    fn enter(&mut self, phase: Phase, note: impl Into<String>) -> Result<(), String> {
         self.state.phase = phase;
-        let name = serde_json::to_value(phase)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default();
-        self.state.mark(&name, now_ms(), note);
-        self.save();
+        self.state.mark(&phase_name(phase), now_ms(), note);
+        self.save()
     }
 
     /// Brings the journal back to a safe state after a restart.
     pub async fn recover(&mut self) {
-        let phase = self.state.phase;
-        match phase {
+        match self.state.phase {
             Phase::Idle => {}
             Phase::Healthy => {
                 info!("resuming: the new node was verified healthy before the restart; committing");
@@ -327,9 +381,11 @@ impl Agent {
             self.cfg.node_listen.to_string(),
             "--upgrade-listen".into(),
             self.cfg.node_upgrade.to_string(),
-            "--release-record".into(),
-            release.record.display().to_string(),
         ];
+        if let Some(r) = &release.record {
+            a.push("--release-record".into());
+            a.push(r.display().to_string());
+        }
         if upgrader {
             a.push("--upgrader".into());
             a.push(format!("http://{}", self.cfg.listen));
@@ -406,15 +462,64 @@ impl Agent {
                 }
             }
             self.apply_pause_request();
-            if !self.state.paused {
+            if !self.state.paused && self.state.phase == Phase::Idle {
                 if let Some(candidate) = self.next_candidate() {
                     self.upgrade(candidate).await;
                     continue;
                 }
             }
+            let poll = self.cfg.poll;
+            let event = {
+                let chain = self.chain.as_mut();
+                async move {
+                    match chain {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                }
+            };
             tokio::select! {
-                _ = tokio::time::sleep(self.cfg.poll) => {}
+                _ = tokio::time::sleep(poll) => {}
                 _ = shutdown.changed() => {}
+                ev = event => match ev {
+                    Some(ev) => self.on_chain_event(ev),
+                    None => {
+                        warn!("the chain watcher stopped");
+                        self.chain = None;
+                    }
+                },
+            }
+        }
+    }
+
+    fn on_chain_event(&mut self, ev: ChainEvent) {
+        match ev {
+            ChainEvent::Connected { endpoint } => {
+                info!(%endpoint, "connected to DCChain");
+                self.update_chain_view(|c| {
+                    c.endpoint = Some(endpoint);
+                    c.connected = true;
+                });
+            }
+            ChainEvent::Disconnected { endpoint, reason } => {
+                warn!(%endpoint, "DCChain connection lost: {reason}");
+                self.update_chain_view(|c| {
+                    c.connected = false;
+                    c.last_problem = Some(format!("{endpoint}: {reason}"));
+                });
+            }
+            ChainEvent::Syncing { endpoint } => {
+                self.update_chain_view(|c| c.syncing = true);
+                warn!(%endpoint, "DCChain node is syncing; waiting");
+            }
+            ChainEvent::Observed(o) => {
+                self.update_chain_view(|c| {
+                    c.syncing = false;
+                    c.connected = true;
+                    c.finalized_block = Some(o.block_number);
+                    c.finalized_hash = Some(o.block_hash.clone());
+                });
+                self.chain_latest = Some(*o);
             }
         }
     }
@@ -430,50 +535,90 @@ impl Agent {
             if p != self.state.paused {
                 self.state.paused = p;
                 info!(paused = p, "operator request");
-                self.save();
+                let _ = self.save();
             }
         }
     }
 
-    /// The highest valid release above the current one that is not in backoff.
-    fn next_candidate(&mut self) -> Option<VerifiedRecord> {
-        let scan =
-            match LocalFeed::new(&self.cfg.feed).scan(&self.committee, PRODUCT, now_ms() / 1000) {
-                Ok(s) => s,
-                Err(e) => {
-                    self.report(format!("feed unreadable: {e}"));
-                    return None;
+    /// All candidates the sources offer right now (refusals are reported).
+    fn offered(&mut self) -> Vec<Candidate> {
+        let mut out = Vec::new();
+        if let Some(feed) = self.cfg.feed.clone() {
+            match LocalFeed::new(&feed).scan(&self.committee, PRODUCT, now_ms() / 1000) {
+                Ok(scan) => {
+                    for (p, why) in &scan.refused {
+                        self.report(format!("{}: {why}", p.display()));
+                    }
+                    self.revoked = scan.revoked.clone();
+                    for v in &scan.valid {
+                        let Some(json) = std::fs::read(&v.path)
+                            .ok()
+                            .filter(|b| b.len() <= dc_release::record::MAX_RECORD_BYTES)
+                        else {
+                            continue;
+                        };
+                        if let Some(c) = Candidate::from_record(
+                            &v.record,
+                            json,
+                            format!("feed {}", v.path.display()),
+                        ) {
+                            out.push(c);
+                        }
+                    }
                 }
-            };
-        for (p, why) in &scan.refused {
-            self.report(format!("{}: {why}", p.display()));
+                Err(e) => self.report(format!("feed unreadable: {e}")),
+            }
         }
+        if let Some(obs) = &self.chain_latest {
+            match evaluate_chain(obs, &self.committee, &self.revoked) {
+                Ok(Some(c)) => out.push(c),
+                Ok(None) => {}
+                Err(e) => {
+                    let msg = format!("DCChain block #{}: {e}", obs.block_number);
+                    self.report(msg);
+                }
+            }
+        }
+        out
+    }
+
+    /// The highest release above the current one, not revoked, not lower than anything ever
+    /// trusted, and not in backoff.
+    fn next_candidate(&mut self) -> Option<Candidate> {
+        let mut offered = self.offered();
+        offered.sort_by_key(|c| std::cmp::Reverse(c.version));
         let current: Version = self.state.current.version.parse().ok()?;
         let highest: Version = self.state.highest_trusted.parse().unwrap_or(current);
         let now = now_ms();
-        let mut candidate = None;
-        for v in scan.valid {
-            if v.version < highest {
+        let mut pick = None;
+        for c in offered {
+            if self.revoked.contains(&c.mr_enclave) {
                 self.report(format!(
-                    "release {} ({}) refused: lower than the highest version ever trusted ({highest}); keys never go to a lower version",
-                    v.version, v.mr_enclave
+                    "release {} ({}) refused: revoked by the committee",
+                    c.version, c.mr_enclave
                 ));
                 continue;
             }
-            if v.version <= current || candidate.is_some() {
+            if c.version < highest || c.isv_svn.is_some_and(|s| s < self.state.highest_isv_svn) {
+                self.report(format!(
+                    "release {} ({}) from {} refused: lower than the highest version ever trusted ({highest}, ISVSVN {}); keys never go to a lower version",
+                    c.version, c.mr_enclave, c.source, self.state.highest_isv_svn
+                ));
+                continue;
+            }
+            if c.version <= current || pick.is_some() {
                 continue;
             }
             let backing_off = self
                 .state
                 .failed
-                .get(&v.mr_enclave.to_string())
+                .get(&c.mr_enclave.to_string())
                 .is_some_and(|f| now < f.retry_after_ms);
             if !backing_off {
-                // The feed lists the highest version first.
-                candidate = Some(v);
+                pick = Some(c);
             }
         }
-        candidate
+        pick
     }
 
     /// Records a refusal once (status and log), never acting on it.
@@ -493,29 +638,37 @@ impl Agent {
         }
     }
 
-    /// One whole upgrade to `rec`.
-    pub async fn upgrade(&mut self, rec: VerifiedRecord) {
-        info!(version = %rec.version, mrenclave = %rec.mr_enclave, "new release");
+    /// One whole upgrade to `c`.
+    pub async fn upgrade(&mut self, c: Candidate) {
+        info!(version = %c.version, mrenclave = %c.mr_enclave, source = %c.source, "new release");
         self.state.timeline.clear();
         self.state.upgrade = Some(Upgrade {
-            target_version: rec.record.version.clone(),
-            target_mr_enclave: rec.mr_enclave.to_string(),
+            target_version: c.version.to_string(),
+            target_mr_enclave: c.mr_enclave.to_string(),
             target: None,
             keyring_fingerprint: None,
             probe_sha256: None,
             started_at_ms: now_ms(),
+            source: c.source.clone(),
         });
-        self.enter(
+        if let Err(e) = self.enter(
             Phase::Candidate,
-            format!("{} {}", rec.record.version, rec.mr_enclave),
-        );
+            format!("{} {} from {}", c.version, c.mr_enclave, c.source),
+        ) {
+            return self.give_up(e);
+        }
 
-        let target = match self.fetch_and_verify(&rec).await {
+        let (target, isv_svn) = match self.fetch_and_verify(&c).await {
             Ok(t) => t,
-            Err(e) => return self.give_up(format!("release {} refused: {e}", rec.record.version)),
+            Err(e) => return self.give_up(format!("release {} refused: {e}", c.version)),
         };
         self.upgrade_mut().target = Some(target.clone());
-        self.enter(Phase::Downloaded, "digest and measurement verified");
+        if let Err(e) = self.enter(
+            Phase::Downloaded,
+            format!("digest and measurement verified (ISVSVN {isv_svn})"),
+        ) {
+            return self.give_up(e);
+        }
 
         let (ring, probe) = match self.acquire_keys().await {
             Ok(x) => x,
@@ -526,18 +679,24 @@ impl Agent {
         let fp = hex::encode(ring.fingerprint());
         self.upgrade_mut().keyring_fingerprint = Some(fp.clone());
         self.upgrade_mut().probe_sha256 = Some(probe.clone());
-        self.enter(
+        if let Err(e) = self.enter(
             Phase::KeysAcquired,
             format!("keyring {} sealed in the agent", &fp[..16]),
-        );
+        ) {
+            return self.give_up(e);
+        }
 
-        // From here on the old node may be down: every failure rolls back.
-        self.enter(Phase::OldStopped, "stopping the old node");
+        // Write-ahead: if this cannot be recorded, the old node is not touched.
+        if let Err(e) = self.enter(Phase::OldStopped, "stopping the old node") {
+            return self.give_up(e);
+        }
         self.stop_node().await;
         self.state.mark("old_node_exited", now_ms(), "");
 
-        let mut deliveries = self.arm_handover(ring, &rec);
-        self.enter(Phase::NewLaunched, "");
+        let mut deliveries = self.arm_handover(ring, &c);
+        if let Err(e) = self.enter(Phase::NewLaunched, "") {
+            return self.rollback(e).await;
+        }
         if let Err(e) = self.start_node(&target, true).await {
             return self
                 .rollback(format!("launching the new node failed: {e}"))
@@ -547,16 +706,18 @@ impl Agent {
             d = tokio::time::timeout(self.cfg.handover_deadline, deliveries.recv()) => d.ok().flatten(),
             _ = wait_exit(self.node.as_mut()) => None,
         };
+        self.disarm_handover();
         let Some(receiver) = delivered else {
             return self
                 .rollback("the new node did not take the keys in time (crashed or refused)".into())
                 .await;
         };
-        self.disarm_handover();
-        self.enter(
+        if let Err(e) = self.enter(
             Phase::KeysDelivered,
             format!("attested receiver {receiver}"),
-        );
+        ) {
+            return self.rollback(e).await;
+        }
 
         let deadline = self.cfg.node_ready_deadline;
         if let Err(e) = self
@@ -575,7 +736,10 @@ impl Agent {
         if let Err(e) = self.health_check(&target, &fp, &probe).await {
             return self.rollback(format!("health check failed: {e}")).await;
         }
-        self.enter(Phase::Healthy, "identity and old data verified");
+        if let Err(e) = self.enter(Phase::Healthy, "identity, keyring and old data verified") {
+            return self.rollback(e).await;
+        }
+        self.state.highest_isv_svn = self.state.highest_isv_svn.max(isv_svn);
         self.commit();
     }
 
@@ -588,10 +752,11 @@ impl Agent {
 
     fn commit(&mut self) {
         let Some(target) = self.state.upgrade.as_ref().and_then(|u| u.target.clone()) else {
-            error!("commit without a verified target; rolling state back to idle");
+            error!("commit without a verified target; back to idle");
             self.state.phase = Phase::Idle;
             self.state.upgrade = None;
-            return self.save();
+            let _ = self.save();
+            return;
         };
         let newer = match (
             target.version.parse::<Version>(),
@@ -608,7 +773,7 @@ impl Agent {
         self.state.current = target;
         self.state.upgrades_completed += 1;
         self.state.upgrade = None;
-        self.enter(Phase::Idle, "committed");
+        let _ = self.enter(Phase::Idle, "committed");
         self.shared
             .status
             .write()
@@ -621,7 +786,7 @@ impl Agent {
         error!("{reason}");
         self.record_failure(&reason);
         self.state.upgrade = None;
-        self.enter(Phase::Idle, reason.clone());
+        let _ = self.enter(Phase::Idle, reason.clone());
         self.set_error(reason);
     }
 
@@ -649,7 +814,7 @@ impl Agent {
     async fn rollback(&mut self, reason: String) {
         error!("{reason}; rolling back");
         self.record_failure(&reason);
-        self.enter(Phase::RollingBack, reason.clone());
+        let _ = self.enter(Phase::RollingBack, reason.clone());
         self.disarm_handover();
         self.stop_node().await;
         match self.start_current().await {
@@ -660,95 +825,103 @@ impl Agent {
             }
         }
         self.state.upgrade = None;
-        self.enter(Phase::Idle, "rolled back");
+        let _ = self.enter(Phase::Idle, "rolled back");
         self.set_error(reason);
     }
 
-    async fn fetch_and_verify(&mut self, rec: &VerifiedRecord) -> Result<Release, String> {
-        let artifact = rec
-            .record
-            .artifact
-            .as_ref()
-            .ok_or("the record names no artifact")?;
+    /// Downloads and unpacks the artifact and checks the bundle against the candidate: the
+    /// measurement against the signed EnclaveID; version and ISVSVN against the signed (feed)
+    /// or claimed (chain) ones. Returns the release and its ISVSVN.
+    async fn fetch_and_verify(&mut self, c: &Candidate) -> Result<(Release, u16), String> {
         let archive = self
             .downloader
-            .fetch(artifact)
+            .fetch(&c.fetch)
             .await
             .map_err(|e| e.to_string())?;
-        let mre = rec.mr_enclave.to_string();
+        let mre = c.mr_enclave.to_string();
         let final_dir = self.cfg.state_dir.join("bundles").join(&mre);
-        let bundle = if final_dir.exists() {
-            Bundle::open(&final_dir).map_err(|e| e.to_string())?
-        } else {
+        if !final_dir.exists() {
             let tmp = self
                 .cfg
                 .state_dir
                 .join("bundles")
                 .join(format!(".unpack-{}", now_ms()));
             let f = std::fs::File::open(&archive).map_err(io(archive.display()))?;
-            let b = dc_bundle::archive::unpack(std::io::BufReader::new(f), &tmp).map_err(|e| {
-                let _ = std::fs::remove_dir_all(&tmp);
-                e.to_string()
-            })?;
-            if b.mr_enclave != rec.mr_enclave {
-                let _ = std::fs::remove_dir_all(&tmp);
-                return Err(format!(
-                    "the bundle measures {} but the committee signed {}",
-                    b.mr_enclave, rec.mr_enclave
-                ));
-            }
-            std::fs::rename(&tmp, &final_dir).map_err(io(final_dir.display()))?;
-            Bundle::open(&final_dir).map_err(|e| e.to_string())?
-        };
-        if bundle.mr_enclave != rec.mr_enclave {
-            return Err(format!(
-                "the bundle measures {} but the committee signed {}",
-                bundle.mr_enclave, rec.mr_enclave
-            ));
-        }
-        if bundle.manifest.version != rec.record.version
-            || bundle.manifest.isv_svn != rec.record.isv_svn
-        {
-            return Err(format!(
-                "the bundle says version {} ISVSVN {}, the record {} {}",
-                bundle.manifest.version,
-                bundle.manifest.isv_svn,
-                rec.record.version,
-                rec.record.isv_svn
-            ));
-        }
-        let record = self
-            .cfg
-            .state_dir
-            .join("records")
-            .join(format!("{mre}.json"));
-        write_atomic(&record, &self.signed_record_json(rec)?)?;
-        Ok(Release {
-            version: rec.record.version.clone(),
-            mr_enclave: mre,
-            bundle_dir: final_dir,
-            record,
-        })
-    }
-
-    /// The signed record as it stands in the feed (the node presents it as evidence).
-    fn signed_record_json(&self, rec: &VerifiedRecord) -> Result<Vec<u8>, String> {
-        let rd = std::fs::read_dir(&self.cfg.feed).map_err(io(self.cfg.feed.display()))?;
-        for e in rd.flatten() {
-            if let Ok(b) = std::fs::read(e.path()) {
-                if let Ok(s) = SignedRecord::parse(&b) {
-                    if s.record == rec.record && s.verify(&self.committee, now_ms() / 1000).is_ok()
-                    {
-                        return Ok(s.to_json());
-                    }
+            let unpacked = dc_bundle::archive::unpack(std::io::BufReader::new(f), &tmp);
+            match unpacked {
+                Ok(b) if b.mr_enclave == c.mr_enclave => {
+                    std::fs::rename(&tmp, &final_dir).map_err(io(final_dir.display()))?
+                }
+                Ok(b) => {
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    return Err(format!(
+                        "the bundle measures {} but the committee signed {}",
+                        b.mr_enclave, c.mr_enclave
+                    ));
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    return Err(e.to_string());
                 }
             }
         }
-        Err("the signed record vanished from the feed".into())
+        let bundle = Bundle::open(&final_dir).map_err(|e| e.to_string())?;
+        if bundle.mr_enclave != c.mr_enclave {
+            return Err(format!(
+                "the bundle measures {} but the committee signed {}",
+                bundle.mr_enclave, c.mr_enclave
+            ));
+        }
+        if bundle.manifest.name != PRODUCT {
+            return Err(format!(
+                "the bundle is {:?}, not {PRODUCT}",
+                bundle.manifest.name
+            ));
+        }
+        if bundle.manifest.version != c.version.to_string() {
+            return Err(format!(
+                "the measured bundle is version {}, the release says {}",
+                bundle.manifest.version, c.version
+            ));
+        }
+        if c.isv_svn.is_some_and(|s| s != bundle.manifest.isv_svn) {
+            return Err(format!(
+                "the measured bundle has ISVSVN {}, the record {:?}",
+                bundle.manifest.isv_svn, c.isv_svn
+            ));
+        }
+        if bundle.manifest.isv_svn < self.state.highest_isv_svn {
+            return Err(format!(
+                "ISVSVN {} is lower than the highest ever trusted ({})",
+                bundle.manifest.isv_svn, self.state.highest_isv_svn
+            ));
+        }
+        let record = match &c.record_json {
+            Some(json) => {
+                let p = self
+                    .cfg
+                    .state_dir
+                    .join("records")
+                    .join(format!("{mre}.json"));
+                write_atomic(&p, json)?;
+                Some(p)
+            }
+            None => None,
+        };
+        Ok((
+            Release {
+                version: c.version.to_string(),
+                mr_enclave: mre,
+                bundle_dir: final_dir,
+                record,
+            },
+            bundle.manifest.isv_svn,
+        ))
     }
 
-    /// Writes the probe through the old node, then takes its keyring by attested handover and
-    /// seals it inside the agent before acknowledging.
+    /// Writes the probe through the old node, then takes its keyring by attested handover —
+    /// only from the installed node's MRENCLAVE — and seals it inside the agent before
+    /// acknowledging.
     async fn acquire_keys(&mut self) -> Result<(Keyring, String), String> {
         let mut probe = [0u8; 32];
         getrandom::getrandom(&mut probe).map_err(|e| e.to_string())?;
@@ -770,66 +943,56 @@ impl Agent {
             allow_debug_peers: self.allow_debug,
             authorization: self.evidence.clone(),
         };
+        let current = &self.state.current;
+        let pinned = Pinned {
+            expected: Measurement::from_hex(&current.mr_enclave).map_err(|e| e.to_string())?,
+            role: PeerRole::Node(current.version.parse().map_err(|e: String| e)?),
+            revoked: vec![],
+        };
         let keys_dir = self.cfg.state_dir.join("keys");
         let tee = self.tee.clone();
         let received = tokio::time::timeout(
             self.cfg.handover_deadline,
-            receive_keys(
-                &client,
-                &*self.tee,
-                cfg,
-                CommitteeAuthorizer::new(self.committee.clone()),
-                move |ring| {
-                    let blob = tee
-                        .seal(SealPolicy::MrEnclave, TRANSIT_AAD, &ring.encode())
-                        .map_err(|e| e.to_string())?;
-                    write_atomic(
-                        &keys_dir.join(format!("{}.sealed", hex::encode(ring.fingerprint()))),
-                        &blob.0,
-                    )
-                },
-            ),
+            receive_keys(&client, &*self.tee, cfg, pinned, move |ring| {
+                let blob = tee
+                    .seal(SealPolicy::MrEnclave, TRANSIT_AAD, &ring.encode())
+                    .map_err(|e| e.to_string())?;
+                write_atomic(
+                    &keys_dir.join(format!("{}.sealed", hex::encode(ring.fingerprint()))),
+                    &blob.0,
+                )
+            }),
         )
         .await
         .map_err(|_| "the handover did not complete in time".to_string())?
         .map_err(|e| e.to_string())?;
-        let current = &self.state.current;
-        if received.holder.mr_enclave.to_string() != current.mr_enclave {
-            return Err(format!(
-                "the keys came from {}, not from the installed node {}",
-                received.holder.mr_enclave, current.mr_enclave
-            ));
-        }
-        match received.holder_role {
-            PeerRole::Node(v) if v.to_string() == current.version => {}
-            r => return Err(format!("the holder is {r:?}, not node {}", current.version)),
-        }
         Ok((
             received.keyring,
             hex::encode(Sha256::digest(probe.as_bytes())),
         ))
     }
 
-    /// Serves the keyring to the new node (and only to it) on the agent's port.
+    /// Serves the keyring on the agent's port to the verified new MRENCLAVE only.
     fn arm_handover(
         &mut self,
         ring: Keyring,
-        rec: &VerifiedRecord,
+        c: &Candidate,
     ) -> mpsc::UnboundedReceiver<Measurement> {
         let (tx, rx) = mpsc::unbounded_channel();
         let holder = Holder::new(
             &*self.tee,
             HolderConfig {
                 allow_debug_peers: self.allow_debug,
-                min_node_version: rec.version,
+                min_node_version: c.version,
                 allow_upgrader: false,
                 challenge_ttl_ms: 30_000,
                 max_pending: 4,
                 authorization: self.evidence.clone(),
             },
             Pinned {
-                inner: CommitteeAuthorizer::new(self.committee.clone()),
-                expected: rec.mr_enclave,
+                expected: c.mr_enclave,
+                role: PeerRole::Node(c.version),
+                revoked: self.revoked.clone(),
             },
         );
         match holder {
@@ -861,8 +1024,8 @@ impl Agent {
             .unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    /// The new node reports the expected identity and keyring and serves the probe the old
-    /// node stored.
+    /// The new node reports the expected identity and keyring (both already attested in the
+    /// handover) and serves the probe the old node stored.
     async fn health_check(
         &self,
         target: &Release,

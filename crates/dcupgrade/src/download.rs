@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use dc_release::Artifact;
+use crate::source::Fetch;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{info, warn};
@@ -55,21 +55,23 @@ impl Downloader {
         })
     }
 
-    /// Returns the path of the verified artifact in the store.
-    pub async fn fetch(&self, a: &Artifact) -> Result<PathBuf, DownloadError> {
-        let dest = self.store.join(format!("{}.tar", a.sha256));
-        if dest.exists() {
-            if let Ok((sha, size)) = dc_release::digest_file(&dest) {
-                if hex::encode(sha) == a.sha256 && size == a.size {
-                    return Ok(dest);
+    /// Returns the path of the verified artifact in the store (`<sha256>.tar`).
+    pub async fn fetch(&self, f: &Fetch) -> Result<PathBuf, DownloadError> {
+        if let Some(sha) = &f.sha256 {
+            let dest = self.store.join(format!("{}.tar", hex::encode(sha)));
+            if dest.exists() {
+                if let Ok((got, size)) = dc_release::digest_file(&dest) {
+                    if &got == sha && (!f.size_is_exact || size == f.size) {
+                        return Ok(dest);
+                    }
                 }
+                warn!(path = %dest.display(), "stored artifact does not verify; downloading again");
             }
-            warn!(path = %dest.display(), "stored artifact does not verify; downloading again");
         }
         let mut errors = Vec::new();
-        for url in &a.urls {
-            match self.fetch_one(url, a, &dest).await {
-                Ok(()) => return Ok(dest),
+        for url in &f.urls {
+            match self.fetch_one(url, f).await {
+                Ok(p) => return Ok(p),
                 Err(e) => {
                     warn!("download failed, trying the next URL: {e}");
                     errors.push(e.to_string());
@@ -79,7 +81,7 @@ impl Downloader {
         Err(DownloadError::AllFailed(errors.join("; ")))
     }
 
-    async fn fetch_one(&self, url: &str, a: &Artifact, dest: &Path) -> Result<(), DownloadError> {
+    async fn fetch_one(&self, url: &str, f: &Fetch) -> Result<PathBuf, DownloadError> {
         let err = |reason: String| DownloadError::Url {
             url: url.into(),
             reason,
@@ -87,35 +89,41 @@ impl Downloader {
         let mut rnd = [0u8; 8];
         getrandom::getrandom(&mut rnd).map_err(|e| err(e.to_string()))?;
         let tmp = self.store.join(format!(".partial-{}", hex::encode(rnd)));
-        let result = tokio::time::timeout(TOTAL_TIMEOUT, self.stream_to(url, a, &tmp)).await;
+        let result = tokio::time::timeout(TOTAL_TIMEOUT, self.stream_to(url, f, &tmp)).await;
         let outcome = match result {
-            Ok(Ok(sha)) if hex::encode(sha) == a.sha256 => Ok(()),
-            Ok(Ok(sha)) => Err(err(format!(
-                "SHA-256 is {}, the signed record says {}",
-                hex::encode(sha),
-                a.sha256
-            ))),
+            Ok(Ok(sha)) => match &f.sha256 {
+                Some(want) if want != &sha => Err(err(format!(
+                    "SHA-256 is {}, the signed record says {}",
+                    hex::encode(sha),
+                    hex::encode(want)
+                ))),
+                _ => Ok(sha),
+            },
             Ok(Err(e)) => Err(err(e)),
             Err(_) => Err(err(format!("not complete within {TOTAL_TIMEOUT:?}"))),
         };
-        if outcome.is_err() {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return outcome;
-        }
+        let sha = match outcome {
+            Ok(sha) => sha,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e);
+            }
+        };
+        let dest = self.store.join(format!("{}.tar", hex::encode(sha)));
         let store = |source| DownloadError::Store {
-            path: dest.to_path_buf(),
+            path: dest.clone(),
             source,
         };
-        tokio::fs::rename(&tmp, dest).await.map_err(store)?;
+        tokio::fs::rename(&tmp, &dest).await.map_err(store)?;
         std::fs::File::open(&self.store)
             .and_then(|d| d.sync_all())
             .map_err(store)?;
-        info!(url, sha256 = %a.sha256, size = a.size, "artifact downloaded and verified");
-        Ok(())
+        info!(url, sha256 = %hex::encode(sha), "artifact downloaded and verified");
+        Ok(dest)
     }
 
     /// Streams one URL into `tmp`, returning the SHA-256; refuses more than the declared size.
-    async fn stream_to(&self, url: &str, a: &Artifact, tmp: &Path) -> Result<[u8; 32], String> {
+    async fn stream_to(&self, url: &str, a: &Fetch, tmp: &Path) -> Result<[u8; 32], String> {
         let mut out = tokio::fs::File::create(tmp)
             .await
             .map_err(|e| e.to_string())?;
@@ -125,7 +133,11 @@ impl Downloader {
         let mut on_chunk = |chunk: &[u8], h: &mut Sha256| -> Result<(), String> {
             total += chunk.len() as u64;
             if total > a.size {
-                return Err(format!("more than the declared {} bytes", a.size));
+                return Err(format!(
+                    "more than the {} {} bytes",
+                    if a.size_is_exact { "signed" } else { "allowed" },
+                    a.size
+                ));
             }
             h.update(chunk);
             if progress {
@@ -155,7 +167,7 @@ impl Downloader {
                 return Err(format!("HTTP {}", resp.status()));
             }
             if resp.content_length().is_some_and(|l| l > a.size) {
-                return Err(format!("announces more than the declared {} bytes", a.size));
+                return Err(format!("announces more than the {} bytes allowed", a.size));
             }
             while let Some(chunk) = tokio::time::timeout(STALL_TIMEOUT, resp.chunk())
                 .await
@@ -173,7 +185,7 @@ impl Downloader {
         if progress {
             eprintln!();
         }
-        if total != a.size {
+        if a.size_is_exact && total != a.size {
             return Err(format!("{total} bytes, the signed record says {}", a.size));
         }
         out.sync_all().await.map_err(|e| e.to_string())?;

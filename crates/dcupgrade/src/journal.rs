@@ -23,8 +23,9 @@ pub struct Release {
     pub mr_enclave: String,
     /// The unpacked, verified bundle.
     pub bundle_dir: PathBuf,
-    /// Its committee-signed record (given to the node as handover evidence).
-    pub record: PathBuf,
+    /// Its committee-signed record, if it came from a feed (given to the node as evidence).
+    #[serde(default)]
+    pub record: Option<PathBuf>,
 }
 
 /// Where an upgrade stands. Each phase is written before the action it names is taken.
@@ -76,6 +77,9 @@ pub struct Upgrade {
     /// SHA-256 of the probe object written through the old node.
     pub probe_sha256: Option<String>,
     pub started_at_ms: u64,
+    /// Where the release came from (feed file, chain block).
+    #[serde(default)]
+    pub source: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +103,9 @@ pub struct State {
     pub current: Release,
     /// Rollback protection: no release below this version is ever accepted again.
     pub highest_trusted: String,
+    /// Rollback protection: nor below this ISVSVN.
+    #[serde(default)]
+    pub highest_isv_svn: u16,
     pub phase: Phase,
     pub upgrade: Option<Upgrade>,
     /// Failed releases by MRENCLAVE, with backoff.
@@ -115,6 +122,7 @@ impl State {
     pub fn new(current: Release) -> Self {
         Self {
             highest_trusted: current.version.clone(),
+            highest_isv_svn: 0,
             current,
             phase: Phase::Idle,
             upgrade: None,
@@ -228,7 +236,7 @@ mod tests {
             version: "1.0.0".into(),
             mr_enclave: "ab".repeat(32),
             bundle_dir: "/b".into(),
-            record: "/r".into(),
+            record: Some("/r".into()),
         })
     }
 

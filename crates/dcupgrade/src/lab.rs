@@ -218,12 +218,29 @@ impl Lab {
         std::fs::write(self.feed.join(name), bytes).map_err(err("feed"))
     }
 
+    /// The committee's signature text for an `EnclaveIds` entry (DC's legacy format).
+    pub fn legacy_signature(&self, m: &Measurement) -> String {
+        dc_release::legacy::sign(&self.committee, m)
+    }
+
     /// Builds the agent's bundle and upgrader record, and starts the agent enclave, which
-    /// starts the `initial` node.
+    /// starts the `initial` node. The agent watches the lab's feed.
     pub fn start_agent(
         &mut self,
         initial: &NodeRelease,
         retry_backoff: Duration,
+    ) -> Result<(), String> {
+        self.start_agent_with(initial, retry_backoff, true, &[])
+    }
+
+    /// Like [`Lab::start_agent`], choosing the release sources: the feed and/or DCChain
+    /// endpoints.
+    pub fn start_agent_with(
+        &mut self,
+        initial: &NodeRelease,
+        retry_backoff: Duration,
+        feed: bool,
+        chain: &[String],
     ) -> Result<(), String> {
         let agent_dir = self.dir.join("bundles").join("dcupgrade");
         let agent_record = self.dir.join("records").join("dcupgrade.json");
@@ -272,8 +289,17 @@ impl Lab {
             .arg("run")
             .arg("--state")
             .arg(self.dir.join("agent"))
-            .arg("--feed")
-            .arg(&self.feed)
+            .args(if feed {
+                vec!["--feed".to_string(), self.feed.display().to_string()]
+            } else {
+                vec![]
+            })
+            .args(
+                chain
+                    .iter()
+                    .flat_map(|c| ["--chain".to_string(), c.clone()]),
+            )
+            .args(["--chain-poll-ms", "2000"])
             .args(["--listen", &format!("127.0.0.1:{}", self.agent_port)])
             .arg("--node-data")
             .arg(self.dir.join("node-data"))

@@ -14,3 +14,4 @@ pub mod download;
 pub mod journal;
 pub mod lab;
 pub mod launcher;
+pub mod source;

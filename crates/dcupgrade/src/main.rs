@@ -16,6 +16,7 @@ use dcupgrade::agent::{Agent, AgentConfig, Shared, StatusView};
 use dcupgrade::launcher::SimLauncher;
 use tracing::info;
 
+mod check;
 mod demo;
 
 #[derive(Parser)]
@@ -52,6 +53,9 @@ enum Cmd {
     },
     /// The demo upgrade on the software TEE platform and a local feed.
     Demo(demo::DemoArgs),
+    /// Read DCChain once: the finalized block, DcProgram, every EnclaveIds entry with whether
+    /// its signature verifies, and what the agent would decide.
+    Check(check::CheckArgs),
 }
 
 #[derive(clap::Args)]
@@ -59,9 +63,15 @@ struct RunArgs {
     /// Agent state: journal, downloaded artifacts, bundles, sealed keys in transit.
     #[arg(long)]
     state: PathBuf,
-    /// Local release feed directory.
+    /// Local release feed directory (a release source).
     #[arg(long)]
-    feed: PathBuf,
+    feed: Option<PathBuf>,
+    /// DCChain RPC endpoint, `ws://HOST:PORT` (a release source; repeatable, tried in order).
+    #[arg(long = "chain")]
+    chain: Vec<String>,
+    /// Re-read the chain's finalized head this often even without notifications.
+    #[arg(long, default_value_t = 6000)]
+    chain_poll_ms: u64,
     #[arg(long, default_value = "127.0.0.1:6666")]
     listen: SocketAddr,
     /// The node's data directory.
@@ -131,6 +141,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Pause { url } => post(&url, "/v1/pause").await,
             Cmd::Resume { url } => post(&url, "/v1/resume").await,
             Cmd::Demo(a) => demo::run(a).await,
+            Cmd::Check(a) => check::run(a).await,
         }
     });
     match r {
@@ -152,6 +163,9 @@ async fn run(a: RunArgs) -> Result<()> {
     let manifest = Manifest::parse(&manifest_bytes)?;
     let committee = Committee::from_trust_roots(&manifest.trust)
         .context("trust roots in the measured manifest")?;
+    if a.feed.is_none() && a.chain.is_empty() {
+        bail!("no release source: give --feed DIR and/or --chain ws://HOST:PORT");
+    }
     let initial = match (a.initial_bundle, a.initial_record) {
         (Some(b), Some(r)) => Some((b, r)),
         (None, None) => None,
@@ -179,6 +193,11 @@ async fn run(a: RunArgs) -> Result<()> {
     });
     let shared = Arc::new(Shared::default());
     let listen = cfg.listen;
+    let chain = (!a.chain.is_empty()).then(|| {
+        let mut wc = dc_chain::WatcherConfig::new(a.chain.clone());
+        wc.poll_interval = Duration::from_millis(a.chain_poll_ms);
+        dc_chain::watcher::spawn(wc)
+    });
     let agent = Agent::open(
         cfg,
         tee,
@@ -187,6 +206,7 @@ async fn run(a: RunArgs) -> Result<()> {
         launcher,
         shared.clone(),
         &manifest.version,
+        chain,
     )?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -1,0 +1,163 @@
+//! An upgrade driven by DCChain — a real Substrate runtime under chopsticks — instead of the
+//! local feed: DcProgram names the release, EnclaveIds carries the committee's legacy
+//! signature over its EnclaveID.
+
+use std::time::Duration;
+
+use dc_chain::storage::{self, encode, DcProgramInfo, EnclaveIdEntry};
+use dc_chain::testnet::Testnet;
+use dcupgrade::agent::now_ms;
+use dcupgrade::journal::Phase;
+use dcupgrade::lab::{Bins, Lab, NodeRelease};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_dcupgrade");
+const T: Duration = Duration::from_secs(60);
+
+fn program(r: &NodeRelease, version: &str) -> DcProgramInfo {
+    DcProgramInfo {
+        origin_url: format!("file://{}", r.archive.display()).into_bytes(),
+        mirror_url: Vec::new(),
+        enclave_id: r.mr_enclave.to_string().into_bytes(),
+        version: version.as_bytes().to_vec(),
+        mirror_cids: Some(vec![]),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_driven_upgrade_refuses_unsigned_ids_and_upgrades_to_a_signed_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = Testnet::start(dir.path()).await.unwrap();
+    let bins = Bins::locate(
+        std::path::Path::new(AGENT)
+            .parent()
+            .unwrap()
+            .join("deps/x")
+            .as_path(),
+    )
+    .unwrap();
+    let mut lab = Lab::start(&dir.path().join("lab"), bins).unwrap();
+    let v1 = lab.build_node("1.0.0", 1, "", &[]).unwrap();
+    lab.start_agent_with(&v1, Duration::from_secs(3600), false, &[net.url()])
+        .unwrap();
+    lab.wait_serving("1.0.0", T).await.unwrap();
+    lab.put("before-upgrade", b"written by v1").await.unwrap();
+    lab.wait_for(T, "the chain connection", |s| {
+        s.chain
+            .as_ref()
+            .is_some_and(|c| c.finalized_block.is_some())
+    })
+    .await
+    .unwrap();
+
+    // A release whose EnclaveID nobody in the committee signed.
+    let v2 = lab.build_node("2.0.0", 2, "", &[]).unwrap();
+    let forged = EnclaveIdEntry {
+        block: 1,
+        enclave_id: v2.mr_enclave.to_string().into_bytes(),
+        signature: dc_release::legacy::sign(
+            &dc_release::committee::CommitteeSigner::generate().unwrap(),
+            &v2.mr_enclave,
+        )
+        .into_bytes(),
+    };
+    net.set_storage_and_new_block(&[
+        (
+            storage::dc_program_key(),
+            Some(encode::dc_program(&program(&v2, "2.0.0"))),
+        ),
+        (
+            storage::enclave_ids_key(),
+            Some(encode::enclave_ids(&[forged])),
+        ),
+    ])
+    .await
+    .unwrap();
+    let s = lab
+        .wait_for(T, "a refusal", |s| {
+            s.refused.iter().any(|r| r.contains("not authorized"))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.agent_log()));
+    let st = s.state.unwrap();
+    assert_eq!(
+        (st.current.version.as_str(), st.upgrades_completed, st.phase),
+        ("1.0.0", 0, Phase::Idle)
+    );
+    assert_eq!(lab.get("before-upgrade").await.unwrap().0, "1.0.0");
+
+    // Now the committee signs it.
+    let signed = EnclaveIdEntry {
+        block: 2,
+        enclave_id: v2.mr_enclave.to_string().into_bytes(),
+        signature: lab.legacy_signature(&v2.mr_enclave).into_bytes(),
+    };
+    net.set_storage_and_new_block(&[(
+        storage::enclave_ids_key(),
+        Some(encode::enclave_ids(&[signed])),
+    )])
+    .await
+    .unwrap();
+    let block_at = now_ms();
+    let s = lab
+        .wait_serving("2.0.0", T)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.agent_log()));
+    let st = s.state.unwrap();
+    assert_eq!(st.upgrades_completed, 1);
+    assert_eq!(st.current.mr_enclave, v2.mr_enclave.to_string());
+    assert_eq!(
+        st.current.record, None,
+        "a chain release has no feed record"
+    );
+    assert_eq!(st.highest_isv_svn, 2, "ISVSVN from the measured manifest");
+    let candidate = st.timeline.iter().find(|e| e.phase == "candidate").unwrap();
+    assert!(
+        candidate.note.contains("DCChain block #"),
+        "{}",
+        candidate.note
+    );
+    eprintln!(
+        "detection: {} ms from dev_newBlock to the agent's decision",
+        candidate.at_ms.saturating_sub(block_at)
+    );
+    let (version, data) = lab.get("before-upgrade").await.unwrap();
+    assert_eq!(
+        (version.as_str(), data.as_slice()),
+        ("2.0.0", &b"written by v1"[..])
+    );
+
+    // The chain claims a version the measured bundle does not have: refused.
+    let v3 = lab.build_node("3.0.0", 3, "", &[]).unwrap();
+    let entry = EnclaveIdEntry {
+        block: 3,
+        enclave_id: v3.mr_enclave.to_string().into_bytes(),
+        signature: lab.legacy_signature(&v3.mr_enclave).into_bytes(),
+    };
+    net.set_storage_and_new_block(&[
+        (
+            storage::dc_program_key(),
+            Some(encode::dc_program(&program(&v3, "9.0.0"))),
+        ),
+        (
+            storage::enclave_ids_key(),
+            Some(encode::enclave_ids(&[entry])),
+        ),
+    ])
+    .await
+    .unwrap();
+    let s = lab
+        .wait_for(T, "a failure", |s| {
+            s.state.as_ref().is_some_and(|st| !st.failed.is_empty())
+        })
+        .await
+        .unwrap();
+    let st = s.state.unwrap();
+    assert!(
+        st.failed
+            .values()
+            .any(|f| f.reason.contains("measured bundle is version 3.0.0")),
+        "{:?}",
+        st.failed
+    );
+    assert_eq!(st.current.version, "2.0.0");
+}
