@@ -204,6 +204,13 @@ impl Lab {
         Ok(s)
     }
 
+    /// Publishes a committee-signed revocation of `m` into the feed.
+    pub fn revoke(&self, m: &Measurement, reason: &str) -> Result<(), String> {
+        let mut r = dc_release::revocation::SignedRevocation::new(m, reason);
+        r.sign(&self.committee).map_err(|e| e.to_string())?;
+        std::fs::write(self.feed.join(format!("revoke-{m}.json")), r.to_json()).map_err(err("feed"))
+    }
+
     /// Puts a record into the feed the agent watches.
     pub fn publish(&self, r: &SignedRecord) -> Result<(), String> {
         LocalFeed::new(&self.feed)

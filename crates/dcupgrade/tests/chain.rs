@@ -161,3 +161,82 @@ async fn chain_driven_upgrade_refuses_unsigned_ids_and_upgrades_to_a_signed_one(
     );
     assert_eq!(st.current.version, "2.0.0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_prints_the_finalized_state_each_signature_and_the_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = Testnet::start(dir.path()).await.unwrap();
+    let committee = dc_release::committee::CommitteeSigner::generate().unwrap();
+    let id = dc_tee::Measurement([0x5a; 32]);
+    let good = EnclaveIdEntry {
+        block: 4,
+        enclave_id: id.to_string().into_bytes(),
+        signature: dc_release::legacy::sign(&committee, &id).into_bytes(),
+    };
+    let bad = EnclaveIdEntry {
+        block: 5,
+        enclave_id: id.to_string().into_bytes(),
+        signature: b"bnotasignature".to_vec(),
+    };
+    let program = DcProgramInfo {
+        origin_url: b"http://127.0.0.1:9/dcnode.tar".to_vec(),
+        mirror_url: b"http://127.0.0.1:10/dcnode.tar".to_vec(),
+        enclave_id: id.to_string().into_bytes(),
+        version: b"0.2.1".to_vec(),
+        mirror_cids: None,
+    };
+    let hash = net
+        .set_storage_and_new_block(&[
+            (
+                storage::dc_program_key(),
+                Some(encode::dc_program(&program)),
+            ),
+            (
+                storage::enclave_ids_key(),
+                Some(encode::enclave_ids(&[good, bad])),
+            ),
+        ])
+        .await
+        .unwrap();
+    let run = |current: &str, json: bool| {
+        let mut c = std::process::Command::new(AGENT);
+        c.args([
+            "check",
+            "--chain",
+            &net.url(),
+            "--committee-key",
+            &committee.public().to_text(),
+            "--current",
+            current,
+        ]);
+        if json {
+            c.arg("--json");
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let v: serde_json::Value = serde_json::from_str(&run("0.1.0", true)).unwrap();
+    assert_eq!(v["finalized_hash"], hash.as_str());
+    assert_eq!(v["dc_program"]["version"], "0.2.1");
+    assert_eq!(v["dc_program"]["mirror_cids"], serde_json::Value::Null);
+    let entries = v["enclave_ids"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries.iter().filter(|e| e["valid"] == true).count(), 1);
+    assert!(
+        v["decision"]
+            .as_str()
+            .unwrap()
+            .starts_with("upgrade to 0.2.1"),
+        "{}",
+        v["decision"]
+    );
+    let text = run("0.2.1", false);
+    assert!(text.contains("decision      up to date"), "{text}");
+    assert!(text.contains("signature INVALID"), "{text}");
+    assert!(run("0.3.0", false).contains("refused because 0.2.1 is lower"));
+}

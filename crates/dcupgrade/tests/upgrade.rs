@@ -301,3 +301,61 @@ fn the_demo_command_succeeds() {
     assert!(text.contains("all 5 objects read back from v2"), "{text}");
     assert!(text.contains("RESULT downtime_ms="), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_release_is_refused() {
+    let w = world().await;
+    let v2 = w.lab.build_node("2.0.0", 2, "", &[]).unwrap();
+    w.lab
+        .revoke(&v2.mr_enclave, "key extraction bug in 2.0.0")
+        .unwrap();
+    w.lab.publish(&v2.record).unwrap();
+    let s = w
+        .lab
+        .wait_for(T, "a refusal", |s| {
+            s.refused.iter().any(|r| r.contains("revoked"))
+        })
+        .await
+        .unwrap();
+    assert!(
+        s.refused
+            .iter()
+            .any(|r| r.contains(&v2.mr_enclave.to_string())),
+        "{:?}",
+        s.refused
+    );
+    w.v1_untouched().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_protection_survives_an_agent_restart() {
+    let mut w = world().await;
+    let v2 = w.lab.build_node("2.0.0", 2, "", &[]).unwrap();
+    w.lab.publish(&v2.record).unwrap();
+    w.lab.wait_serving("2.0.0", T).await.unwrap();
+    // Stop the agent (and its node); start it again: it resumes from its journal.
+    w.lab.stop_agent();
+    w.lab.start_agent(&w.v1, Duration::from_secs(3600)).unwrap();
+    let s = w
+        .lab
+        .wait_serving("2.0.0", T)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", w.lab.agent_log()));
+    let st = s.state.unwrap();
+    assert_eq!(
+        (st.highest_trusted.as_str(), st.highest_isv_svn),
+        ("2.0.0", 2)
+    );
+    // A release between v1 and v2 is now below the floor.
+    let mid = w.lab.build_node("1.5.0", 2, "", &[]).unwrap();
+    w.lab.publish(&mid.record).unwrap();
+    w.lab
+        .wait_for(T, "a refusal", |s| {
+            s.refused
+                .iter()
+                .any(|r| r.contains("1.5.0") && r.contains("lower"))
+        })
+        .await
+        .unwrap();
+    w.all_readable_from("2.0.0").await;
+}

@@ -107,6 +107,26 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Print the EnclaveIds signature text (DC's legacy format) for an enclave id.
+    SignLegacy {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        mr_enclave: String,
+    },
+    /// Create (or add a signature to) a revocation of an enclave id.
+    Revoke {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long, conflicts_with = "mr_enclave")]
+        revocation: Option<PathBuf>,
+        #[arg(long)]
+        mr_enclave: Option<String>,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Put a signed record into a local feed directory.
     Publish {
         #[arg(long)]
@@ -258,6 +278,41 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 None => println!("{}", String::from_utf8_lossy(&signed.to_json())),
             }
+        }
+        Cmd::SignLegacy { key, mr_enclave } => {
+            let m = dc_release::legacy::parse_enclave_id(mr_enclave.as_bytes())?;
+            println!(
+                "{}",
+                dc_release::legacy::sign(&CommitteeSigner::load(&key)?, &m)
+            );
+        }
+        Cmd::Revoke {
+            key,
+            revocation,
+            mr_enclave,
+            reason,
+            out,
+        } => {
+            use dc_release::revocation::SignedRevocation;
+            let mut r = match revocation {
+                Some(p) => SignedRevocation::parse(
+                    &std::fs::read(&p).with_context(|| p.display().to_string())?,
+                )?,
+                None => {
+                    let m = mr_enclave.context("--mr-enclave is required for a new revocation")?;
+                    SignedRevocation::new(
+                        &dc_release::legacy::parse_enclave_id(m.as_bytes())?,
+                        &reason,
+                    )
+                }
+            };
+            r.sign(&CommitteeSigner::load(&key)?)?;
+            std::fs::write(&out, r.to_json()).with_context(|| out.display().to_string())?;
+            println!(
+                "revocation of {} written to {}",
+                r.revocation.mr_enclave,
+                out.display()
+            );
         }
         Cmd::Publish { feed, record } => {
             let r = read_record(&record)?;
