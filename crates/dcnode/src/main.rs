@@ -49,6 +49,20 @@ struct Args {
     /// turn it on.
     #[arg(long, hide = true)]
     fault: Option<Fault>,
+    /// Test-only: exit abruptly at a handover step (`holder:after-challenge`,
+    /// `holder:after-keys`, `holder:after-ack`, `receiver:before-seal`, `receiver:after-seal`,
+    /// `receiver:after-ack`). Like `--fault`, honored only from the measured manifest.
+    #[arg(long, hide = true)]
+    crash_at: Option<String>,
+}
+
+/// Exits abruptly (as `kill -9` would) if `point` is the armed crash point.
+fn crash_point(armed: &Option<String>, point: &str) {
+    if armed.as_deref() == Some(point) {
+        eprintln!("dcnode: crash injection at {point}");
+        // SAFETY: _exit(2) ends the process at once; that is the point.
+        unsafe { libc::_exit(86) };
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -111,6 +125,13 @@ async fn run(args: Args) -> Result<()> {
     if args.fault.is_some() && fault.is_none() {
         bail!("--fault is only accepted from the measured manifest");
     }
+    let crash_at = args
+        .crash_at
+        .clone()
+        .filter(|_| manifest.args.iter().any(|a| a == "--crash-at"));
+    if args.crash_at.is_some() && crash_at.is_none() {
+        bail!("--crash-at is only accepted from the measured manifest");
+    }
 
     std::fs::create_dir_all(&args.data).with_context(|| args.data.display().to_string())?;
     let keystore = Keystore::new(&args.data);
@@ -136,8 +157,12 @@ async fn run(args: Args) -> Result<()> {
             };
             let (ks, tee2, mre) = (&keystore, tee.clone(), me.mr_enclave);
             let only_upgrader = OnlyUpgrader(CommitteeAuthorizer::new(committee.clone()));
+            let armed = crash_at.clone();
             let received = receive_keys(&client, &*tee, cfg, only_upgrader, move |ring| {
-                ks.store(&*tee2, &mre, ring).map(|_| ()).map_err(|e| e.to_string())
+                crash_point(&armed, "receiver:before-seal");
+                ks.store(&*tee2, &mre, ring).map(|_| ()).map_err(|e| e.to_string())?;
+                crash_point(&armed, "receiver:after-seal");
+                Ok(())
             })
             .await
             .with_context(|| format!("receiving keys from {url}"))?;
@@ -146,6 +171,7 @@ async fn run(args: Args) -> Result<()> {
                 holder = %received.holder.mr_enclave,
                 "received the keyring by attested handover and sealed it"
             );
+            crash_point(&crash_at, "receiver:after-ack");
             received.keyring
         }
         KeySource::Refuse => bail!(
@@ -193,6 +219,40 @@ async fn run(args: Args) -> Result<()> {
             |d| info!(receiver = %d.receiver.mr_enclave, "keyring handed over; the receiver confirmed durable storage"),
         ),
     );
+    // Test-only crash points after each holder step: the step's response is sent, then the
+    // node dies at the next handover request (or shortly after, if none comes).
+    let upgrade_app = match crash_at.clone().filter(|p| p.starts_with("holder:")) {
+        None => upgrade_app,
+        Some(point) => {
+            let tripped = Arc::new(AtomicBool::new(false));
+            upgrade_app.layer(axum::middleware::from_fn(
+                move |req: axum::extract::Request, next: axum::middleware::Next| {
+                    let (point, tripped) = (point.clone(), tripped.clone());
+                    async move {
+                        let armed = Some(point.clone());
+                        if tripped.load(Ordering::SeqCst) {
+                            crash_point(&armed, &point);
+                        }
+                        let step = match req.uri().path() {
+                            dc_handover::http::PATH_HELLO => "holder:after-challenge",
+                            dc_handover::http::PATH_RESPONSE => "holder:after-keys",
+                            dc_handover::http::PATH_ACK => "holder:after-ack",
+                            _ => "",
+                        };
+                        let resp = next.run(req).await;
+                        if step == point {
+                            tripped.store(true, Ordering::SeqCst);
+                            tokio::spawn(async move {
+                                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                                crash_point(&armed, step);
+                            });
+                        }
+                        resp
+                    }
+                },
+            ))
+        }
+    };
 
     let data_listener = bind(args.listen).await?;
     let upgrade_listener = bind(args.upgrade_listen).await?;

@@ -342,9 +342,13 @@ impl Agent {
 
     /// Records the phase durably; the caller acts only on `Ok`.
     fn enter(&mut self, phase: Phase, note: impl Into<String>) -> Result<(), String> {
+        let name = phase_name(phase);
+        crate::crash::point(&format!("before:{name}"));
         self.state.phase = phase;
-        self.state.mark(&phase_name(phase), now_ms(), note);
-        self.save()
+        self.state.mark(&name, now_ms(), note);
+        self.save()?;
+        crate::crash::point(&format!("after:{name}"));
+        Ok(())
     }
 
     /// Brings the journal back to a safe state after a restart.
@@ -441,6 +445,8 @@ impl Agent {
                 self.stop_node().await;
                 return;
             }
+            // Keep `/v1/status` true to the node's process, not only to transitions.
+            self.publish_status();
             let running = self.node.as_mut().is_some_and(|n| n.exited().is_none());
             if !running {
                 if self.node.is_some() {
@@ -662,6 +668,7 @@ impl Agent {
             Ok(t) => t,
             Err(e) => return self.give_up(format!("release {} refused: {e}", c.version)),
         };
+        crate::crash::point("after-effect:download");
         self.upgrade_mut().target = Some(target.clone());
         if let Err(e) = self.enter(
             Phase::Downloaded,
@@ -676,6 +683,7 @@ impl Agent {
                 return self.give_up(format!("taking the keys from the running node failed: {e}"))
             }
         };
+        crate::crash::point("after-effect:keys-acknowledged");
         let fp = hex::encode(ring.fingerprint());
         self.upgrade_mut().keyring_fingerprint = Some(fp.clone());
         self.upgrade_mut().probe_sha256 = Some(probe.clone());
@@ -691,6 +699,7 @@ impl Agent {
             return self.give_up(e);
         }
         self.stop_node().await;
+        crate::crash::point("after-effect:old-node-stopped");
         self.state.mark("old_node_exited", now_ms(), "");
 
         let mut deliveries = self.arm_handover(ring, &c);
@@ -702,6 +711,7 @@ impl Agent {
                 .rollback(format!("launching the new node failed: {e}"))
                 .await;
         }
+        crate::crash::point("after-effect:new-node-launched");
         let delivered = tokio::select! {
             d = tokio::time::timeout(self.cfg.handover_deadline, deliveries.recv()) => d.ok().flatten(),
             _ = wait_exit(self.node.as_mut()) => None,
@@ -712,6 +722,7 @@ impl Agent {
                 .rollback("the new node did not take the keys in time (crashed or refused)".into())
                 .await;
         };
+        crate::crash::point("after-effect:keys-delivered");
         if let Err(e) = self.enter(
             Phase::KeysDelivered,
             format!("attested receiver {receiver}"),
@@ -732,10 +743,12 @@ impl Agent {
                 .await;
         }
         self.node_ready = true;
+        crate::crash::point("after-effect:new-node-ready");
         self.state.mark("new_node_serving", now_ms(), "");
         if let Err(e) = self.health_check(&target, &fp, &probe).await {
             return self.rollback(format!("health check failed: {e}")).await;
         }
+        crate::crash::point("after-effect:health-checked");
         if let Err(e) = self.enter(Phase::Healthy, "identity, keyring and old data verified") {
             return self.rollback(e).await;
         }
@@ -937,6 +950,7 @@ impl Agent {
         if !r.status().is_success() {
             return Err(format!("writing the probe: HTTP {}", r.status()));
         }
+        crate::crash::point("after-effect:probe");
         let client = HolderClient::new(&format!("http://{}", self.cfg.node_upgrade))
             .map_err(|e| e.to_string())?;
         let cfg = ReceiverConfig {
@@ -960,7 +974,9 @@ impl Agent {
                 write_atomic(
                     &keys_dir.join(format!("{}.sealed", hex::encode(ring.fingerprint()))),
                     &blob.0,
-                )
+                )?;
+                crate::crash::point("after-effect:keys-sealed");
+                Ok(())
             }),
         )
         .await

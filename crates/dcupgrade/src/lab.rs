@@ -47,6 +47,29 @@ impl Bins {
     }
 }
 
+/// How the lab starts the agent.
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    pub retry_backoff: Duration,
+    /// Watch the lab's feed.
+    pub feed: bool,
+    /// DCChain endpoints to follow.
+    pub chain: Vec<String>,
+    /// Test builds: the crash-injection point to exit at.
+    pub crash_at: Option<String>,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        Self {
+            retry_backoff: Duration::from_secs(3600),
+            feed: true,
+            chain: Vec::new(),
+            crash_at: None,
+        }
+    }
+}
+
 /// A node release built by the lab: bundle, artifact and signed record.
 #[derive(Clone, Debug)]
 pub struct NodeRelease {
@@ -237,7 +260,13 @@ impl Lab {
         initial: &NodeRelease,
         retry_backoff: Duration,
     ) -> Result<(), String> {
-        self.start_agent_with(initial, retry_backoff, true, &[])
+        self.start_agent_opts(
+            initial,
+            &AgentOptions {
+                retry_backoff,
+                ..AgentOptions::default()
+            },
+        )
     }
 
     /// Like [`Lab::start_agent`], choosing the release sources: the feed and/or DCChain
@@ -249,6 +278,24 @@ impl Lab {
         feed: bool,
         chain: &[String],
     ) -> Result<(), String> {
+        self.start_agent_opts(
+            initial,
+            &AgentOptions {
+                retry_backoff,
+                feed,
+                chain: chain.to_vec(),
+                crash_at: None,
+            },
+        )
+    }
+
+    /// Starts the agent with every option.
+    pub fn start_agent_opts(
+        &mut self,
+        initial: &NodeRelease,
+        o: &AgentOptions,
+    ) -> Result<(), String> {
+        let (retry_backoff, feed, chain) = (o.retry_backoff, o.feed, o.chain.as_slice());
         let agent_dir = self.dir.join("bundles").join("dcupgrade");
         let agent_record = self.dir.join("records").join("dcupgrade.json");
         if !agent_dir.exists() {
@@ -328,12 +375,62 @@ impl Lab {
             .args(["--poll-ms", "100"])
             .args(["--health-ms", "3000"])
             .args(["--retry-backoff-ms", &retry_backoff.as_millis().to_string()])
+            .args(
+                o.crash_at
+                    .iter()
+                    .flat_map(|p| ["--crash-at".to_string(), p.clone()]),
+            )
             .stdout(log.try_clone().map_err(err("agent log"))?)
             .stderr(log)
             .spawn()
             .map_err(err("starting the agent"))?;
         self.agent = Some(child);
         Ok(())
+    }
+
+    /// Waits for the agent process to exit by itself (a crash); returns its exit code.
+    pub fn wait_agent_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let a = self.agent.as_mut()?;
+        let end = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < end {
+            if let Ok(Some(st)) = a.try_wait() {
+                self.agent = None;
+                return Some(st.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Node enclave processes of this lab now running (read from /proc).
+    pub fn running_nodes(&self) -> usize {
+        let copies = self.dir.join("platform").join("enclaves");
+        let needle = copies.display().to_string();
+        std::fs::read_dir("/proc")
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .bytes()
+                            .all(|b| b.is_ascii_digit())
+                    })
+                    .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+                    .filter(|c| {
+                        let first = c.split(|&b| b == 0).next().unwrap_or_default();
+                        let exe = String::from_utf8_lossy(first);
+                        exe.starts_with(&needle) && exe.ends_with("/bin/dcnode")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// The agent's journal as it stands on disk.
+    pub fn journal(&self) -> Result<Option<crate::journal::State>, String> {
+        crate::journal::Journal::new(&self.dir.join("agent").join("journal"))
+            .load()
+            .map_err(|e| e.to_string())
     }
 
     /// Stops the agent (and with it the node it supervises), waiting for both to exit.

@@ -106,6 +106,10 @@ struct RunArgs {
     handover_ms: u64,
     #[arg(long, default_value_t = 15_000)]
     health_ms: u64,
+    /// Test builds only: exit abruptly at this crash-injection point.
+    #[cfg(debug_assertions)]
+    #[arg(long, hide = true)]
+    crash_at: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -163,6 +167,8 @@ async fn run(a: RunArgs) -> Result<()> {
     let manifest = Manifest::parse(&manifest_bytes)?;
     let committee = Committee::from_trust_roots(&manifest.trust)
         .context("trust roots in the measured manifest")?;
+    #[cfg(debug_assertions)]
+    dcupgrade::crash::arm(a.crash_at.clone());
     if a.feed.is_none() && a.chain.is_empty() {
         bail!("no release source: give --feed DIR and/or --chain ws://HOST:PORT");
     }

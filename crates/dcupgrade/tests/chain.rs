@@ -8,10 +8,10 @@ use dc_chain::storage::{self, encode, DcProgramInfo, EnclaveIdEntry};
 use dc_chain::testnet::Testnet;
 use dcupgrade::agent::now_ms;
 use dcupgrade::journal::Phase;
-use dcupgrade::lab::{Bins, Lab, NodeRelease};
+use dcupgrade::lab::{Lab, NodeRelease};
 
-const AGENT: &str = env!("CARGO_BIN_EXE_dcupgrade");
-const T: Duration = Duration::from_secs(60);
+mod common;
+use common::{bins, AGENT, T};
 
 fn program(r: &NodeRelease, version: &str) -> DcProgramInfo {
     DcProgramInfo {

@@ -2,84 +2,13 @@
 //! enclaves, a local feed. Needs the workspace binaries (`cargo build --workspace --bins`,
 //! which `scripts/test` does).
 
+mod common;
+
 use std::time::Duration;
 
+use common::{world, AGENT, T};
 use dc_release::{ReleaseRecord, SignedRecord};
 use dcupgrade::journal::Phase;
-use dcupgrade::lab::{Bins, Lab, NodeRelease};
-
-const AGENT: &str = env!("CARGO_BIN_EXE_dcupgrade");
-const T: Duration = Duration::from_secs(60);
-
-struct World {
-    lab: Lab,
-    v1: NodeRelease,
-    objects: Vec<(String, Vec<u8>)>,
-    _dir: tempfile::TempDir,
-}
-
-async fn world() -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let bins = Bins::locate(
-        std::path::Path::new(AGENT)
-            .parent()
-            .unwrap()
-            .join("deps/x")
-            .as_path(),
-    )
-    .unwrap();
-    let mut lab = Lab::start(dir.path(), bins).unwrap();
-    let v1 = lab.build_node("1.0.0", 1, "", &[]).unwrap();
-    lab.publish(&v1.record).unwrap();
-    lab.start_agent(&v1, Duration::from_secs(3600)).unwrap();
-    lab.wait_serving("1.0.0", T).await.unwrap();
-    let mut objects = Vec::new();
-    for i in 0..8u8 {
-        let data: Vec<u8> = (0..(100 + i as usize * 50))
-            .map(|j| (j as u8).wrapping_mul(i + 1))
-            .collect();
-        let name = format!("obj-{i}");
-        lab.put(&name, &data).await.unwrap();
-        objects.push((name, data));
-    }
-    World {
-        lab,
-        v1,
-        objects,
-        _dir: dir,
-    }
-}
-
-impl World {
-    async fn all_readable_from(&self, version: &str) {
-        for (name, data) in &self.objects {
-            let (v, got) = self
-                .lab
-                .get(name)
-                .await
-                .unwrap_or_else(|e| panic!("{e}\n{}", self.lab.agent_log()));
-            assert_eq!(v, version, "{name} served by the wrong version");
-            assert_eq!(&got, data, "{name} differs");
-        }
-    }
-
-    /// v1 still serves, nothing was stopped, no upgrade happened.
-    async fn v1_untouched(&self) {
-        let s = self.lab.status().await.unwrap();
-        let st = s.state.unwrap();
-        assert_eq!(st.current.version, "1.0.0");
-        assert_eq!(st.current.mr_enclave, self.v1.mr_enclave.to_string());
-        assert_eq!(st.upgrades_completed, 0);
-        assert_eq!(st.phase, Phase::Idle);
-        assert!(s.node_running);
-        assert!(
-            !st.timeline.iter().any(|e| e.phase == "old_stopped"),
-            "the old node was stopped: {:?}",
-            st.timeline
-        );
-        self.all_readable_from("1.0.0").await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrade_moves_the_keys_and_v2_serves_every_object() {
@@ -243,7 +172,7 @@ async fn lower_version_is_refused() {
     w.v1_untouched().await;
 }
 
-async fn rolled_back(w: &World, fault: &str) {
+async fn rolled_back(w: &common::World, fault: &str) {
     let bad = w
         .lab
         .build_node("2.0.0", 2, &format!("-{fault}"), &["--fault", fault])

@@ -1,0 +1,63 @@
+//! Crash injection for the crash-at-every-step tests (DESIGN §7: a crash at any point must
+//! resume to a safe state).
+//!
+//! Compiled only into debug builds (`debug_assertions`): a release build has no way to turn it
+//! on. `dcupgrade run --crash-at NAME` makes the agent exit abruptly — `_exit`, no destructors,
+//! no flushing, as `kill -9` would — when it reaches the named point. The points are the
+//! moments right before and right after each journal transition (`before:PHASE`,
+//! `after:PHASE`) and after each side effect (see [`POINTS`]).
+
+/// Every injection point, in the order an upgrade reaches them.
+pub const POINTS: &[&str] = &[
+    "before:candidate",
+    "after:candidate",
+    "after-effect:download",
+    "before:downloaded",
+    "after:downloaded",
+    "after-effect:probe",
+    "after-effect:keys-sealed",
+    "after-effect:keys-acknowledged",
+    "before:keys_acquired",
+    "after:keys_acquired",
+    "before:old_stopped",
+    "after:old_stopped",
+    "after-effect:old-node-stopped",
+    "before:new_launched",
+    "after:new_launched",
+    "after-effect:new-node-launched",
+    "after-effect:keys-delivered",
+    "before:keys_delivered",
+    "after:keys_delivered",
+    "after-effect:new-node-ready",
+    "after-effect:health-checked",
+    "before:healthy",
+    "after:healthy",
+    "before:idle",
+    "after:idle",
+];
+
+#[cfg(debug_assertions)]
+static ARMED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Arms one point (debug builds only; a no-op in release builds).
+pub fn arm(point: Option<String>) {
+    #[cfg(debug_assertions)]
+    if let Some(p) = point {
+        tracing::warn!(point = %p, "crash injection armed (test build)");
+        let _ = ARMED.set(p);
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = point;
+}
+
+/// Exits abruptly if `name` is the armed point.
+pub fn point(name: &str) {
+    #[cfg(debug_assertions)]
+    if ARMED.get().is_some_and(|p| p == name) {
+        eprintln!("dcupgrade: crash injection at {name}");
+        // SAFETY: _exit(2) ends the process at once; that is the point.
+        unsafe { libc::_exit(86) };
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = name;
+}

@@ -1,0 +1,124 @@
+//! Shared by the end-to-end tests: a lab with v1 serving some objects.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use dcupgrade::journal::Phase;
+use dcupgrade::lab::{AgentOptions, Bins, Lab, NodeRelease};
+
+pub const AGENT: &str = env!("CARGO_BIN_EXE_dcupgrade");
+pub const T: Duration = Duration::from_secs(60);
+
+pub struct World {
+    pub lab: Lab,
+    pub v1: NodeRelease,
+    pub objects: Vec<(String, Vec<u8>)>,
+    _dir: tempfile::TempDir,
+}
+
+pub fn bins() -> Bins {
+    Bins::locate(
+        std::path::Path::new(AGENT)
+            .parent()
+            .unwrap()
+            .join("deps/x")
+            .as_path(),
+    )
+    .unwrap()
+}
+
+/// A lab whose agent serves v1 (built with `v1_args` measured) with eight objects stored.
+pub async fn world_with(v1_args: &[&str], opts: AgentOptions) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::start(dir.path(), bins()).unwrap();
+    let v1 = lab.build_node("1.0.0", 1, "", v1_args).unwrap();
+    lab.publish(&v1.record).unwrap();
+    lab.start_agent_opts(&v1, &opts).unwrap();
+    lab.wait_serving("1.0.0", T)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.agent_log()));
+    let mut objects = Vec::new();
+    for i in 0..8u8 {
+        let data: Vec<u8> = (0..(100 + i as usize * 50))
+            .map(|j| (j as u8).wrapping_mul(i + 1))
+            .collect();
+        let name = format!("obj-{i}");
+        lab.put(&name, &data).await.unwrap();
+        objects.push((name, data));
+    }
+    World {
+        lab,
+        v1,
+        objects,
+        _dir: dir,
+    }
+}
+
+pub async fn world() -> World {
+    world_with(&[], AgentOptions::default()).await
+}
+
+impl World {
+    pub async fn all_readable_from(&self, version: &str) {
+        for (name, data) in &self.objects {
+            let (v, got) = self
+                .lab
+                .get(name)
+                .await
+                .unwrap_or_else(|e| panic!("{e}\n{}", self.lab.agent_log()));
+            assert_eq!(v, version, "{name} served by the wrong version");
+            assert_eq!(&got, data, "{name} differs");
+        }
+    }
+
+    /// v1 still serves, nothing was stopped, no upgrade happened.
+    pub async fn v1_untouched(&self) {
+        let s = self.lab.status().await.unwrap();
+        let st = s.state.unwrap();
+        assert_eq!(st.current.version, "1.0.0");
+        assert_eq!(st.current.mr_enclave, self.v1.mr_enclave.to_string());
+        assert_eq!(st.upgrades_completed, 0);
+        assert_eq!(st.phase, Phase::Idle);
+        assert!(s.node_running);
+        assert!(
+            !st.timeline.iter().any(|e| e.phase == "old_stopped"),
+            "the old node was stopped: {:?}",
+            st.timeline
+        );
+        self.all_readable_from("1.0.0").await;
+    }
+
+    /// After whatever happened: the agent is idle, exactly one node serves `version`, every
+    /// object reads back, and the journal on disk is consistent.
+    pub async fn settled_on(&self, version: &str) {
+        // The agent may still be restarting a node that just crashed: wait until exactly one
+        // node enclave runs and the agent reports it serving, then check it stays at one.
+        let end = tokio::time::Instant::now() + T;
+        let s = loop {
+            let s = self
+                .lab
+                .wait_serving(version, T)
+                .await
+                .unwrap_or_else(|e| panic!("{e}\n{}", self.lab.agent_log()));
+            if self.lab.running_nodes() == 1 {
+                break s;
+            }
+            assert!(
+                tokio::time::Instant::now() < end,
+                "node count never settled at one\n{}",
+                self.lab.agent_log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        let st = s.state.unwrap();
+        assert!(st.upgrade.is_none(), "{:?}", st.upgrade);
+        for _ in 0..5 {
+            assert!(self.lab.running_nodes() <= 1, "two node enclaves at once");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        self.all_readable_from(version).await;
+        let j = self.lab.journal().unwrap().expect("a journal");
+        assert_eq!(j.phase, Phase::Idle);
+        assert_eq!(j.current.version, version);
+    }
+}

@@ -1,0 +1,154 @@
+//! Crash at every step (DESIGN §7). For each injection point the agent exits abruptly there
+//! during an upgrade v1 → v2 (as `kill -9` would); it is then restarted. Whatever the point,
+//! the agent must settle idle with exactly one node serving — v1 (abandoned or rolled back) or
+//! v2 (completed) — every object written before the upgrade readable, and a consistent journal.
+//! The same for the old node and the new node crashing at each step of their handover.
+//!
+//! The agent's points are `dcupgrade::crash::POINTS`; `every_agent_point_is_covered` keeps this
+//! list and that one equal.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{world, world_with, World};
+use dcupgrade::lab::AgentOptions;
+
+/// What a crash at `point` must end in: a crash before anything was journaled retries; one
+/// after the new node was verified healthy commits; everything between ends on v1.
+fn expected(point: &str) -> &'static str {
+    match point {
+        "before:candidate" | "after:healthy" | "before:idle" | "after:idle" => "2.0.0",
+        _ => "1.0.0",
+    }
+}
+
+async fn agent_crash(point: &str) {
+    let opts = AgentOptions {
+        crash_at: Some(point.into()),
+        ..AgentOptions::default()
+    };
+    let mut w: World = world_with(&[], opts).await;
+    let v2 = w.lab.build_node("2.0.0", 2, "", &[]).unwrap();
+    w.lab.publish(&v2.record).unwrap();
+    let code = w.lab.wait_agent_exit(Duration::from_secs(60));
+    assert_eq!(
+        code,
+        Some(86),
+        "the agent did not crash at {point}\n{}",
+        w.lab.agent_log()
+    );
+    // Restart the agent, as systemd would.
+    let v1 = w.v1.clone();
+    w.lab.start_agent(&v1, Duration::from_secs(3600)).unwrap();
+    w.settled_on(expected(point)).await;
+}
+
+macro_rules! agent_points {
+    ($($name:ident => $point:literal,)*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                agent_crash($point).await;
+            }
+        )*
+
+        #[test]
+        fn every_agent_point_is_covered() {
+            assert_eq!(&[$($point),*][..], dcupgrade::crash::POINTS);
+        }
+    };
+}
+
+agent_points! {
+    agent_before_candidate => "before:candidate",
+    agent_after_candidate => "after:candidate",
+    agent_after_download => "after-effect:download",
+    agent_before_downloaded => "before:downloaded",
+    agent_after_downloaded => "after:downloaded",
+    agent_after_probe => "after-effect:probe",
+    agent_after_keys_sealed => "after-effect:keys-sealed",
+    agent_after_keys_acknowledged => "after-effect:keys-acknowledged",
+    agent_before_keys_acquired => "before:keys_acquired",
+    agent_after_keys_acquired => "after:keys_acquired",
+    agent_before_old_stopped => "before:old_stopped",
+    agent_after_old_stopped => "after:old_stopped",
+    agent_after_old_node_stopped => "after-effect:old-node-stopped",
+    agent_before_new_launched => "before:new_launched",
+    agent_after_new_launched => "after:new_launched",
+    agent_after_new_node_launched => "after-effect:new-node-launched",
+    agent_after_keys_delivered => "after-effect:keys-delivered",
+    agent_before_keys_delivered => "before:keys_delivered",
+    agent_after_keys_delivered_journaled => "after:keys_delivered",
+    agent_after_new_node_ready => "after-effect:new-node-ready",
+    agent_after_health_checked => "after-effect:health-checked",
+    agent_before_healthy => "before:healthy",
+    agent_after_healthy => "after:healthy",
+    agent_before_idle => "before:idle",
+    agent_after_idle => "after:idle",
+}
+
+/// The old node (holder) crashes at a step of the handover with the agent.
+async fn old_node_crash(point: &str, expect: &str) {
+    let w = world_with(&["--crash-at", point], AgentOptions::default()).await;
+    let v2 = w.lab.build_node("2.0.0", 2, "", &[]).unwrap();
+    w.lab.publish(&v2.record).unwrap();
+    // The upgrade either failed (backoff, v1 restarted) or completed.
+    w.lab
+        .wait_for(common::T, "the upgrade to end", |s| {
+            s.state
+                .as_ref()
+                .is_some_and(|st| !st.failed.is_empty() || st.upgrades_completed > 0)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", w.lab.agent_log()));
+    w.settled_on(expect).await;
+}
+
+/// The new node (receiver) crashes at a step of the handover with the agent.
+async fn new_node_crash(point: &str) {
+    let w = world().await;
+    let v2 = w
+        .lab
+        .build_node("2.0.0", 2, "-crash", &["--crash-at", point])
+        .unwrap();
+    w.lab.publish(&v2.record).unwrap();
+    w.lab
+        .wait_for(common::T, "the rollback", |s| {
+            s.state.as_ref().is_some_and(|st| !st.failed.is_empty())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", w.lab.agent_log()));
+    w.settled_on("1.0.0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_node_crashes_after_its_challenge() {
+    old_node_crash("holder:after-challenge", "1.0.0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_node_crashes_after_sending_the_keys() {
+    old_node_crash("holder:after-keys", "1.0.0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_node_crashes_after_the_acknowledgement() {
+    // The agent already holds the keys durably: the upgrade goes on and completes.
+    old_node_crash("holder:after-ack", "2.0.0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_node_crashes_before_sealing() {
+    new_node_crash("receiver:before-seal").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_node_crashes_after_sealing_before_acknowledging() {
+    new_node_crash("receiver:after-seal").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_node_crashes_after_acknowledging() {
+    new_node_crash("receiver:after-ack").await;
+}
