@@ -27,15 +27,7 @@ fn program(r: &NodeRelease, version: &str) -> DcProgramInfo {
 async fn chain_driven_upgrade_refuses_unsigned_ids_and_upgrades_to_a_signed_one() {
     let dir = tempfile::tempdir().unwrap();
     let net = Testnet::start(dir.path()).await.unwrap();
-    let bins = Bins::locate(
-        std::path::Path::new(AGENT)
-            .parent()
-            .unwrap()
-            .join("deps/x")
-            .as_path(),
-    )
-    .unwrap();
-    let mut lab = Lab::start(&dir.path().join("lab"), bins).unwrap();
+    let mut lab = Lab::start(&dir.path().join("lab"), bins()).unwrap();
     let v1 = lab.build_node("1.0.0", 1, "", &[]).unwrap();
     lab.start_agent_with(&v1, Duration::from_secs(3600), false, &[net.url()])
         .unwrap();
