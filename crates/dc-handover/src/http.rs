@@ -76,7 +76,8 @@ pub fn holder_router<A: Authorizer + 'static>(
         .layer(middleware::from_fn(deadline))
 }
 
-async fn deadline(req: Request, next: Next) -> HttpResponse {
+/// Middleware: a whole request (body included) must finish within [`REQUEST_DEADLINE`].
+pub async fn deadline(req: Request, next: Next) -> HttpResponse {
     match tokio::time::timeout(REQUEST_DEADLINE, next.run(req)).await {
         Ok(r) => r,
         Err(_) => refusal(
@@ -328,4 +329,75 @@ pub async fn receive_keys<A: Authorizer>(
         ));
     }
     Ok(received)
+}
+
+/// Limits of [`serve`].
+#[derive(Clone, Copy, Debug)]
+pub struct ServeLimits {
+    /// A client must send a request's complete headers within this time (slow-loris).
+    pub header_timeout: Duration,
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Longest life of one connection, however busy.
+    pub max_connection_life: Duration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(5),
+            max_connections: 64,
+            max_connection_life: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Serves `router` on `listener` with the limits every port of ours needs — which
+/// `axum::serve` does not set: a header-read deadline, a connection cap, a connection
+/// lifetime. (Body size and request deadlines are layers on the router.) Returns when
+/// `shutdown` resolves, after giving open connections a second to finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    limits: ServeLimits,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let mut tasks = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            a = listener.accept() => match a {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(router.clone());
+        tasks.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(limits.max_connection_life, conn).await;
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    tasks.abort_all();
 }

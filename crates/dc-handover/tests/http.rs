@@ -1,9 +1,11 @@
 //! Handovers over real HTTP on loopback between two sim enclaves.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use dc_handover::http::{
-    holder_router, receive_keys, ClientError, HolderClient, MAX_BODY, PATH_HELLO, PATH_RESPONSE,
+    holder_router, receive_keys, serve, ClientError, HolderClient, ServeLimits, MAX_BODY,
+    PATH_HELLO, PATH_RESPONSE,
 };
 use dc_handover::{
     Holder, HolderConfig, Keyring, PeerRole, ReceiverConfig, StaticAllowList, Version,
@@ -11,6 +13,7 @@ use dc_handover::{
 use dc_tee::{EnclaveIdentity, Tee};
 use dc_tee_sim::platform::{test_identity, InProcessTee, Platform};
 use rand_core::{OsRng, TryRngCore};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zeroize::Zeroizing;
 
 fn node() -> EnclaveIdentity {
@@ -64,7 +67,12 @@ async fn start_holder(max_pending: usize) -> Server {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let limits = ServeLimits {
+        header_timeout: Duration::from_millis(300),
+        max_connections: 8,
+        max_connection_life: Duration::from_secs(30),
+    };
+    tokio::spawn(serve(listener, app, limits, std::future::pending()));
     Server {
         url,
         platform,
@@ -220,4 +228,68 @@ async fn malformed_and_oversized_json_is_refused() {
 fn base64_of(b: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// Reads until the server closes the connection; returns how long that took.
+async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> Option<Duration> {
+    let start = tokio::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout_at(start + limit, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(start.elapsed()),
+            Ok(Ok(_)) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_loris_is_cut_off_and_others_are_still_served() {
+    let s = start_holder(8).await;
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let mut loris = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    loris
+        .write_all(b"POST /v1/handover/hello HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // While the slow client dawdles, a normal handover goes through.
+    let tee = InProcessTee::new(s.platform.clone(), agent());
+    let client = HolderClient::new(&s.url).unwrap();
+    receive_keys(&client, &tee, rcfg(), allow(), |_| Ok(()))
+        .await
+        .unwrap();
+    // And the slow one is disconnected at the header deadline (300 ms here).
+    let t = closed_within(&mut loris, Duration::from_secs(5))
+        .await
+        .expect("the slow client was never cut off");
+    assert!(t < Duration::from_secs(3), "{t:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_idle_connections_than_the_cap_do_not_lock_the_port_for_long() {
+    let s = start_holder(8).await;
+    let addr = s.url.trim_start_matches("http://").to_string();
+    // Twice the connection cap, each sending half a request line and nothing more.
+    let mut idle = Vec::new();
+    for _ in 0..16 {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"POST /v1/han").await.unwrap();
+        idle.push(c);
+    }
+    // They are dropped at the header deadline; a real client gets through afterwards.
+    let tee = InProcessTee::new(s.platform.clone(), agent());
+    let client = HolderClient::new(&s.url).unwrap();
+    let got = tokio::time::timeout(
+        Duration::from_secs(8),
+        receive_keys(&client, &tee, rcfg(), allow(), |_| Ok(())),
+    )
+    .await
+    .expect("the port stayed locked")
+    .unwrap();
+    assert!(got.keyring.ct_eq(&s.ring));
+    for mut c in idle {
+        assert!(closed_within(&mut c, Duration::from_secs(5))
+            .await
+            .is_some());
+    }
 }

@@ -39,6 +39,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/readyz", get(readyz))
         .route("/v1/status", get(status))
         .layer(DefaultBodyLimit::max(MAX_OBJECT_BYTES))
+        .layer(axum::middleware::from_fn(dc_handover::http::deadline))
         .with_state(node)
 }
 

@@ -264,10 +264,11 @@ async fn run(args: Args) -> Result<()> {
     let (tx, rx) = tokio::sync::watch::channel(false);
     let mut rx2 = rx.clone();
     let mut rx1 = rx;
-    let data = axum::serve(data_listener, api::router(node)).with_graceful_shutdown(async move {
+    let limits = dc_handover::http::ServeLimits::default();
+    let data = dc_handover::http::serve(data_listener, api::router(node), limits, async move {
         let _ = rx1.changed().await;
     });
-    let upgrade = axum::serve(upgrade_listener, upgrade_app).with_graceful_shutdown(async move {
+    let upgrade = dc_handover::http::serve(upgrade_listener, upgrade_app, limits, async move {
         let _ = rx2.changed().await;
     });
     let servers = tokio::spawn(async move { tokio::join!(data, upgrade) });

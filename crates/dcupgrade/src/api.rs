@@ -19,6 +19,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/resume", post(|s| pause(s, false)))
         .route("/v1/handover/{*step}", post(handover))
         .layer(DefaultBodyLimit::max(dc_handover::http::MAX_BODY))
+        .layer(axum::middleware::from_fn(dc_handover::http::deadline))
         .with_state(shared)
 }
 
@@ -32,6 +33,16 @@ async fn pause(State(s): State<Arc<Shared>>, paused: bool) -> StatusCode {
 }
 
 async fn handover(State(s): State<Arc<Shared>>, req: Request) -> Response {
+    // Refused up front whether or not a handover is armed (the armed router also enforces it
+    // on the bytes actually read).
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > dc_handover::http::MAX_BODY) {
+        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    }
     let router = s.handover.lock().unwrap_or_else(|p| p.into_inner()).clone();
     match router {
         Some(r) => match r.oneshot(req).await {

@@ -33,6 +33,8 @@ pub enum DownloadError {
 pub struct Downloader {
     http: reqwest::Client,
     store: PathBuf,
+    stall: Duration,
+    total: Duration,
 }
 
 impl Downloader {
@@ -52,7 +54,16 @@ impl Downloader {
         Ok(Self {
             http,
             store: store.to_path_buf(),
+            stall: STALL_TIMEOUT,
+            total: TOTAL_TIMEOUT,
         })
+    }
+
+    /// Other deadlines than [`STALL_TIMEOUT`] and [`TOTAL_TIMEOUT`].
+    pub fn with_timeouts(mut self, stall: Duration, total: Duration) -> Self {
+        self.stall = stall;
+        self.total = total;
+        self
     }
 
     /// Returns the path of the verified artifact in the store (`<sha256>.tar`).
@@ -89,7 +100,7 @@ impl Downloader {
         let mut rnd = [0u8; 8];
         getrandom::getrandom(&mut rnd).map_err(|e| err(e.to_string()))?;
         let tmp = self.store.join(format!(".partial-{}", hex::encode(rnd)));
-        let result = tokio::time::timeout(TOTAL_TIMEOUT, self.stream_to(url, f, &tmp)).await;
+        let result = tokio::time::timeout(self.total, self.stream_to(url, f, &tmp)).await;
         let outcome = match result {
             Ok(Ok(sha)) => match &f.sha256 {
                 Some(want) if want != &sha => Err(err(format!(
@@ -100,7 +111,7 @@ impl Downloader {
                 _ => Ok(sha),
             },
             Ok(Err(e)) => Err(err(e)),
-            Err(_) => Err(err(format!("not complete within {TOTAL_TIMEOUT:?}"))),
+            Err(_) => Err(err(format!("not complete within {:?}", self.total))),
         };
         let sha = match outcome {
             Ok(sha) => sha,
@@ -151,7 +162,7 @@ impl Downloader {
                 .map_err(|e| e.to_string())?;
             let mut buf = vec![0u8; 64 * 1024];
             loop {
-                let n = tokio::time::timeout(STALL_TIMEOUT, f.read(&mut buf))
+                let n = tokio::time::timeout(self.stall, f.read(&mut buf))
                     .await
                     .map_err(|_| "stalled".to_string())?
                     .map_err(|e| e.to_string())?;
@@ -169,9 +180,9 @@ impl Downloader {
             if resp.content_length().is_some_and(|l| l > a.size) {
                 return Err(format!("announces more than the {} bytes allowed", a.size));
             }
-            while let Some(chunk) = tokio::time::timeout(STALL_TIMEOUT, resp.chunk())
+            while let Some(chunk) = tokio::time::timeout(self.stall, resp.chunk())
                 .await
-                .map_err(|_| format!("no data for {STALL_TIMEOUT:?}"))?
+                .map_err(|_| format!("no data for {:?}", self.stall))?
                 .map_err(|e| e.to_string())?
             {
                 on_chunk(&chunk, &mut h)?;

@@ -217,7 +217,12 @@ async fn run(a: RunArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
-    tokio::spawn(async move { axum::serve(listener, dcupgrade::api::router(shared)).await });
+    tokio::spawn(dc_handover::http::serve(
+        listener,
+        dcupgrade::api::router(shared),
+        dc_handover::http::ServeLimits::default(),
+        std::future::pending(),
+    ));
     info!(%listen, "dcupgrade agent running");
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
