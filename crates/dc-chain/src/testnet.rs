@@ -135,6 +135,15 @@ impl Testnet {
             .map_err(|e| e.to_string())
     }
 
+    /// Makes `n` blocks in one call (each finalized at once).
+    pub async fn new_blocks(&self, n: u32) -> Result<String, String> {
+        let c = self.client().await?;
+        let params = serde_json::json!({ "count": n });
+        c.request::<String, _>("dev_newBlock", rpc_params![params])
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// Kills the node (as a crash would).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

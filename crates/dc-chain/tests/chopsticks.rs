@@ -170,3 +170,74 @@ async fn several_endpoints_are_tried_in_order() {
     }
     assert!(disconnected_from_dead);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_blocks_is_coalesced_and_the_latest_state_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = Testnet::start(dir.path()).await.unwrap();
+    let mut rx = spawn(config(&net));
+    let first = next_observation(&mut rx, Duration::from_secs(30)).await;
+    net.set_storage_and_new_block(&[(
+        storage::dc_program_key(),
+        Some(encode::dc_program(&program("5.0.0"))),
+    )])
+    .await
+    .unwrap();
+    net.new_blocks(40).await.unwrap();
+    let target = first.block_number + 41;
+    let mut seen = 0;
+    let end = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let o = next_observation(
+            &mut rx,
+            end.saturating_duration_since(tokio::time::Instant::now()),
+        )
+        .await;
+        seen += 1;
+        assert_eq!(o.program, Ok(Some(program("5.0.0"))));
+        if o.block_number == target {
+            break;
+        }
+        assert!(o.block_number < target);
+    }
+    assert!(seen <= 41, "{seen} observations for 41 blocks");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_speaking_garbage_is_retried_with_growing_backoff() {
+    use tokio::io::AsyncWriteExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", l.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let a = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\n\r\n\xff\xfe garbage \x00\x01")
+                .await;
+        }
+    });
+    let mut c = WatcherConfig::new(vec![url]);
+    c.reconnect_min = Duration::from_millis(50);
+    c.reconnect_max = Duration::from_millis(800);
+    let mut rx = spawn(c);
+    let end = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut disconnects = 0;
+    while let Ok(Some(ev)) = tokio::time::timeout_at(end, rx.recv()).await {
+        match ev {
+            Event::Disconnected { .. } => disconnects += 1,
+            Event::Observed(_) => panic!("garbage produced an observation"),
+            _ => {}
+        }
+    }
+    // 50, 100, 200, 400, 800, 800… ms: a handful of attempts in 3 s, not a tight loop.
+    assert!(
+        (3..=10).contains(&disconnects),
+        "{disconnects} reconnects in 3 s"
+    );
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        disconnects
+    );
+}
