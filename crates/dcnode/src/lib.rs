@@ -17,3 +17,26 @@ pub const KEY_DATA: &str = "data";
 pub const KEY_IDENTITY: &str = "node-identity";
 /// Response header naming the node version that served a request.
 pub const VERSION_HEADER: &str = "x-dcnode-version";
+
+/// The keyring a node derives from `--test-key-seed` (tests only): each key is
+/// SHA-256(`"dcnode test key\0"` ‖ seed ‖ name). Never used without that measured argument.
+pub fn test_keyring(
+    seed_hex: &str,
+) -> Result<dc_handover::Keyring, dc_handover::keyring::KeyringError> {
+    use sha2::{Digest, Sha256};
+    let keys = [KEY_DATA, KEY_IDENTITY]
+        .iter()
+        .map(|name| {
+            let mut h = Sha256::new();
+            h.update(b"dcnode test key\0");
+            h.update(seed_hex.as_bytes());
+            h.update(name.as_bytes());
+            (
+                name.to_string(),
+                1,
+                zeroize::Zeroizing::new(h.finalize().to_vec()),
+            )
+        })
+        .collect();
+    dc_handover::Keyring::new(1, keys)
+}

@@ -54,6 +54,10 @@ struct Args {
     /// `receiver:after-ack`). Like `--fault`, honored only from the measured manifest.
     #[arg(long, hide = true)]
     crash_at: Option<String>,
+    /// Test-only: derive a new keyring from this seed (hex) instead of randomness, so a test
+    /// can look for the key bytes in every output. Honored only from the measured manifest.
+    #[arg(long, hide = true)]
+    test_key_seed: Option<String>,
 }
 
 /// Exits abruptly (as `kill -9` would) if `point` is the armed crash point.
@@ -119,11 +123,19 @@ async fn run(args: Args) -> Result<()> {
         None => Vec::new(),
     };
     info!(version = %version, mrenclave = %me.mr_enclave, "dcnode starting");
+    tracing::trace!("dcnode trace logging is on");
     let fault = args
         .fault
         .filter(|_| manifest.args.iter().any(|a| a == "--fault"));
     if args.fault.is_some() && fault.is_none() {
         bail!("--fault is only accepted from the measured manifest");
+    }
+    let key_seed = args
+        .test_key_seed
+        .clone()
+        .filter(|_| manifest.args.iter().any(|a| a == "--test-key-seed"));
+    if args.test_key_seed.is_some() && key_seed.is_none() {
+        bail!("--test-key-seed is only accepted from the measured manifest");
     }
     let crash_at = args
         .crash_at
@@ -143,7 +155,10 @@ async fn run(args: Args) -> Result<()> {
     let ring = match decide(situation) {
         KeySource::Unseal => keystore.load(&*tee, &me.mr_enclave)?.context("sealed keyring vanished")?,
         KeySource::Generate => {
-            let ring = Keyring::generate(&[KEY_IDENTITY, KEY_DATA], &mut OsRng.unwrap_err())?;
+            let ring = match &key_seed {
+                None => Keyring::generate(&[KEY_IDENTITY, KEY_DATA], &mut OsRng.unwrap_err())?,
+                Some(seed) => dcnode::test_keyring(seed)?,
+            };
             keystore.store(&*tee, &me.mr_enclave, &ring)?;
             info!(fingerprint = %hex::encode(ring.fingerprint()), "new node: generated a keyring");
             ring

@@ -57,6 +57,8 @@ pub struct AgentOptions {
     pub chain: Vec<String>,
     /// Test builds: the crash-injection point to exit at.
     pub crash_at: Option<String>,
+    /// Log filter for the agent and its nodes (`DCUPGRADE_LOG`, `DCNODE_LOG`).
+    pub log: String,
 }
 
 impl Default for AgentOptions {
@@ -66,6 +68,7 @@ impl Default for AgentOptions {
             feed: true,
             chain: Vec::new(),
             crash_at: None,
+            log: "info".into(),
         }
     }
 }
@@ -284,7 +287,7 @@ impl Lab {
                 retry_backoff,
                 feed,
                 chain: chain.to_vec(),
-                crash_at: None,
+                ..AgentOptions::default()
             },
         )
     }
@@ -307,7 +310,7 @@ impl Lab {
                 debug: false,
                 entrypoint: "bin/dcupgrade".into(),
                 args: vec![],
-                env_passthrough: vec!["DCUPGRADE_LOG".into()],
+                env_passthrough: vec!["DCUPGRADE_LOG".into(), "DCNODE_LOG".into()],
                 trust: self.trust(),
             };
             let b = dc_bundle::build(
@@ -337,7 +340,8 @@ impl Lab {
             .arg("launch")
             .arg("--state")
             .arg(self.dir.join("platform"))
-            .args(["--env", "DCUPGRADE_LOG=info"])
+            .args(["--env", &format!("DCUPGRADE_LOG={}", o.log)])
+            .args(["--env", &format!("DCNODE_LOG={}", o.log)])
             .arg(&agent_dir)
             .arg("--")
             .arg("run")

@@ -40,6 +40,8 @@ pub trait Launcher: Send + Sync {
 pub struct SimLauncher {
     pub sim_bin: PathBuf,
     pub platform_state: PathBuf,
+    /// `KEY=VALUE` environment for the node (its manifest must allow each variable).
+    pub env: Vec<String>,
 }
 
 impl Launcher for SimLauncher {
@@ -48,6 +50,7 @@ impl Launcher for SimLauncher {
         cmd.arg("launch")
             .arg("--state")
             .arg(&self.platform_state)
+            .args(self.env.iter().flat_map(|e| ["--env", e.as_str()]))
             .arg(bundle)
             .arg("--")
             .args(args)

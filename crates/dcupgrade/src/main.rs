@@ -196,6 +196,10 @@ async fn run(a: RunArgs) -> Result<()> {
     let launcher = Arc::new(SimLauncher {
         sim_bin: a.sim_bin,
         platform_state: a.platform_state,
+        // The node's log level follows the agent's environment, if set.
+        env: std::env::var("DCNODE_LOG")
+            .map(|v| vec![format!("DCNODE_LOG={v}")])
+            .unwrap_or_default(),
     });
     let shared = Arc::new(Shared::default());
     let listen = cfg.listen;
@@ -224,6 +228,7 @@ async fn run(a: RunArgs) -> Result<()> {
         std::future::pending(),
     ));
     info!(%listen, "dcupgrade agent running");
+    tracing::trace!("dcupgrade trace logging is on");
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
