@@ -10,10 +10,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::path::Path;
 
-use crate::{
-    check_relative_path, Bundle, BundleError, MANIFEST_FILE, MAX_FILES, MAX_FILE_BYTES,
-    SIGNATURE_FILE,
-};
+use crate::{check_relative_path, Bundle, BundleError, MAX_FILES, MAX_FILE_BYTES};
 
 /// Upper bound of an unpacked bundle.
 pub const MAX_UNPACKED_BYTES: u64 = 2 * MAX_FILE_BYTES;
@@ -27,8 +24,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
 
 /// Writes the archive of a verified bundle to `out`.
 pub fn pack(bundle: &Bundle, out: impl Write) -> Result<(), BundleError> {
-    let mut names: Vec<&str> = vec![MANIFEST_FILE, SIGNATURE_FILE];
-    names.extend(bundle.manifest.files.iter().map(|f| f.path.as_str()));
+    let mut names = bundle.file_names();
     names.sort_unstable();
     let mut tar = tar::Builder::new(out);
     for rel in names {
@@ -106,7 +102,7 @@ pub fn unpack(archive: impl Read, dest: &Path) -> Result<Bundle, BundleError> {
     }
     let b = Bundle::open(dest)?;
     // Nothing but the manifest, the signature and the listed files may be in an archive.
-    let expected = b.manifest.files.len() + 2;
+    let expected = b.file_names().len();
     if count != expected {
         return Err(refuse(format!(
             "{count} entries, the manifest accounts for {expected}"

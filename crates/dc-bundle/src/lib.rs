@@ -93,7 +93,20 @@ pub struct Manifest {
     /// Trust roots: measured with the code, so the enclave can rely on them.
     #[serde(default)]
     pub trust: TrustRoots,
+    /// For a Gramine-SGX bundle: its identity comes from the SIGSTRUCT, not the simulation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gramine: Option<GramineFiles>,
     pub files: Vec<FileEntry>,
+}
+
+/// The Gramine files of an SGX bundle (both must be listed in `files`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GramineFiles {
+    /// The signed manifest, e.g. `dcnode.manifest.sgx` (run as `gramine-sgx dcnode`).
+    pub manifest_sgx: String,
+    /// Its SIGSTRUCT, e.g. `dcnode.sig`.
+    pub sigstruct: String,
 }
 
 /// Trust roots carried in the measured manifest.
@@ -356,6 +369,15 @@ pub fn verify_signature(
     Ok(mr_signer(&public))
 }
 
+/// Where a bundle's identity comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BundleKind {
+    /// The software platform: measurement of `enclave.toml`, signer from `enclave.sig`.
+    Sim,
+    /// Gramine-SGX: ENCLAVEHASH and the signer's modulus from the SIGSTRUCT.
+    Gramine(Box<dc_tee::sigstruct::Sigstruct>),
+}
+
 /// A bundle whose manifest, signature and file hashes were all checked.
 #[derive(Clone, Debug)]
 pub struct Bundle {
@@ -364,6 +386,7 @@ pub struct Bundle {
     pub manifest_bytes: Vec<u8>,
     pub mr_enclave: Measurement,
     pub mr_signer: Measurement,
+    pub kind: BundleKind,
 }
 
 /// Reads a regular, non-symlink file of at most `limit` bytes.
@@ -447,9 +470,6 @@ impl Bundle {
     pub fn open(dir: &Path) -> Result<Self, BundleError> {
         let manifest_bytes = read_limited(&dir.join(MANIFEST_FILE), MAX_MANIFEST_BYTES)?;
         let manifest = Manifest::parse(&manifest_bytes)?;
-        let mr_enclave = measure_manifest(&manifest_bytes);
-        let sig = read_limited(&dir.join(SIGNATURE_FILE), SIG_LEN as u64)?;
-        let mr_signer = verify_signature(&sig, &mr_enclave)?;
         for f in &manifest.files {
             check_no_symlink_dirs(dir, &f.path)?;
             let actual = hex::encode(sha256_file(&dir.join(&f.path), MAX_FILE_BYTES)?);
@@ -461,13 +481,59 @@ impl Bundle {
                 });
             }
         }
+        let (mr_enclave, mr_signer, kind) = match &manifest.gramine {
+            None => {
+                let mr_enclave = measure_manifest(&manifest_bytes);
+                let sig = read_limited(&dir.join(SIGNATURE_FILE), SIG_LEN as u64)?;
+                (
+                    mr_enclave,
+                    verify_signature(&sig, &mr_enclave)?,
+                    BundleKind::Sim,
+                )
+            }
+            Some(g) => {
+                let raw = read_limited(&dir.join(&g.sigstruct), dc_tee::sigstruct::LEN as u64)?;
+                let sig = dc_tee::sigstruct::Sigstruct::parse(&raw)
+                    .map_err(|e| BundleError::Signature(format!("{}: {e}", g.sigstruct)))?;
+                if sig.isv_prod_id != manifest.isv_prod_id
+                    || sig.isv_svn != manifest.isv_svn
+                    || sig.allows_debug() != manifest.debug
+                {
+                    return Err(BundleError::Manifest(format!(
+                        "the SIGSTRUCT says ISVPRODID {} ISVSVN {} debug {}, the manifest {} {} {}",
+                        sig.isv_prod_id,
+                        sig.isv_svn,
+                        sig.allows_debug(),
+                        manifest.isv_prod_id,
+                        manifest.isv_svn,
+                        manifest.debug
+                    )));
+                }
+                (
+                    sig.enclave_hash,
+                    sig.mr_signer(),
+                    BundleKind::Gramine(Box::new(sig)),
+                )
+            }
+        };
         Ok(Self {
             dir: dir.to_path_buf(),
             manifest,
             manifest_bytes,
             mr_enclave,
             mr_signer,
+            kind,
         })
+    }
+
+    /// The files a copy or an archive of this bundle consists of.
+    pub fn file_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = vec![MANIFEST_FILE];
+        if self.kind == BundleKind::Sim {
+            names.push(SIGNATURE_FILE);
+        }
+        names.extend(self.manifest.files.iter().map(|f| f.path.as_str()));
+        names
     }
 
     pub fn entrypoint(&self) -> PathBuf {
@@ -478,9 +544,7 @@ impl Bundle {
     /// then verifies the copy. Used by the platform so that what it measured is what it runs.
     pub fn copy_verified(&self, dest: &Path) -> Result<Bundle, BundleError> {
         fs::create_dir_all(dest).map_err(io_err(dest))?;
-        let mut names: Vec<&str> = vec![MANIFEST_FILE, SIGNATURE_FILE];
-        names.extend(self.manifest.files.iter().map(|f| f.path.as_str()));
-        for rel in names {
+        for rel in self.file_names() {
             let to = dest.join(rel);
             if let Some(parent) = to.parent() {
                 fs::create_dir_all(parent).map_err(io_err(parent))?;
@@ -567,6 +631,7 @@ pub fn build(
         args: spec.args.clone(),
         env_passthrough: spec.env_passthrough.clone(),
         trust: spec.trust.clone(),
+        gramine: None,
         files: entries,
     };
     manifest.validate()?;

@@ -1,4 +1,5 @@
 use super::*;
+use sha2::Digest;
 
 fn spec() -> BundleSpec {
     BundleSpec {
@@ -167,4 +168,86 @@ fn copy_verified_copies_only_listed_files() {
     let c = b.copy_verified(&t.path().join("copy")).unwrap();
     assert_eq!(c.mr_enclave, b.mr_enclave);
     assert!(!c.dir.join("extra").exists());
+}
+
+/// A Gramine bundle made by hand: the entrypoint, a `.manifest.sgx` and a SIGSTRUCT.
+fn gramine_bundle(dir: &Path, svn_in_sig: u16) -> PathBuf {
+    use dc_tee::sigstruct::Sigstruct;
+    let b = dir.join("g");
+    fs::create_dir_all(b.join("bin")).unwrap();
+    fs::write(b.join("bin/dcnode"), b"ELF...").unwrap();
+    fs::write(
+        b.join("dcnode.manifest.sgx"),
+        b"[loader]\nentrypoint = \"file:/gramine/libsysdb.so\"\n",
+    )
+    .unwrap();
+    let sig = Sigstruct {
+        vendor: 0,
+        date: 0x2026_1126,
+        modulus: [0x11; 384],
+        misc_select: 0,
+        misc_mask: 0xFFFF_FFFF,
+        attributes: Attributes {
+            flags: Attributes::INIT | Attributes::MODE64BIT,
+            xfrm: 3,
+        },
+        attribute_mask: Attributes {
+            flags: !0,
+            xfrm: !0,
+        },
+        enclave_hash: Measurement([0xE1; 32]),
+        isv_prod_id: 7,
+        isv_svn: svn_in_sig,
+    };
+    fs::write(b.join("dcnode.sig"), sig.encode_unsigned()).unwrap();
+    let h = |p: &str| hex::encode(sha256_file(&b.join(p), MAX_FILE_BYTES).unwrap());
+    let manifest = format!(
+        "name = \"dcnode\"\nversion = \"1.0.0\"\nisv_prod_id = 7\nisv_svn = 1\nentrypoint = \"bin/dcnode\"\n\
+         [gramine]\nmanifest_sgx = \"dcnode.manifest.sgx\"\nsigstruct = \"dcnode.sig\"\n\
+         [[files]]\npath = \"bin/dcnode\"\nsha256 = \"{}\"\n[[files]]\npath = \"dcnode.manifest.sgx\"\nsha256 = \"{}\"\n\
+         [[files]]\npath = \"dcnode.sig\"\nsha256 = \"{}\"\n",
+        h("bin/dcnode"),
+        h("dcnode.manifest.sgx"),
+        h("dcnode.sig")
+    );
+    fs::write(b.join(MANIFEST_FILE), manifest).unwrap();
+    b
+}
+
+#[test]
+fn gramine_bundle_identity_comes_from_its_sigstruct() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = gramine_bundle(t.path(), 1);
+    let b = Bundle::open(&dir).unwrap();
+    assert_eq!(b.mr_enclave, Measurement([0xE1; 32]));
+    assert_eq!(
+        b.mr_signer,
+        Measurement(sha2::Sha256::digest([0x11u8; 384]).into())
+    );
+    assert!(matches!(b.kind, BundleKind::Gramine(_)));
+    assert!(!b.file_names().contains(&SIGNATURE_FILE));
+    // It packs and unpacks like any bundle, to the same identity.
+    let mut ar = Vec::new();
+    archive::pack(&b, &mut ar).unwrap();
+    assert_eq!(
+        archive::unpack(ar.as_slice(), &t.path().join("u"))
+            .unwrap()
+            .mr_enclave,
+        b.mr_enclave
+    );
+    // An altered SIGSTRUCT no longer matches the manifest's file hash.
+    let mut sig = fs::read(dir.join("dcnode.sig")).unwrap();
+    sig[960] ^= 1;
+    fs::write(dir.join("dcnode.sig"), &sig).unwrap();
+    assert!(matches!(
+        Bundle::open(&dir),
+        Err(BundleError::HashMismatch { .. })
+    ));
+}
+
+#[test]
+fn gramine_bundle_whose_sigstruct_disagrees_with_the_manifest_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = gramine_bundle(t.path(), 2);
+    assert!(matches!(Bundle::open(&dir), Err(BundleError::Manifest(_))));
 }

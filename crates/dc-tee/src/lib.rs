@@ -3,13 +3,17 @@
 //! - [`sgx`]: SGX REPORT, TARGETINFO and KEYREQUEST with byte-exact layouts.
 //! - [`mac`]: the report MAC (AES-128-CMAC over bytes 0..384), checked in constant time.
 //! - [`seal`]: sealed blobs that record their full KEYREQUEST and so survive CPUSVN increases.
-//! - [`Tee`]: what an enclave asks of its CPU; backends: [`sim`] (the software platform).
+//! - [`sigstruct`]: SIGSTRUCT parsing (a Gramine bundle's `.sig`: MRENCLAVE, MRSIGNER).
+//! - [`Tee`]: what an enclave asks of its CPU; backends: [`gramine`] (SGX, ENCLU inside
+//!   Gramine) and [`sim`] (the software platform). [`open`] picks one at run time.
 //!
 //! This crate does no async I/O and knows nothing about handovers, releases or HTTP.
 
+pub mod gramine;
 pub mod mac;
 pub mod seal;
 pub mod sgx;
+pub mod sigstruct;
 pub mod sim;
 mod tee;
 
@@ -41,4 +45,77 @@ impl std::fmt::Debug for Key128 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Key128(<redacted>)")
     }
+}
+
+/// A TEE chosen at run time, and the enclave's measured configuration (its `enclave.toml`,
+/// where the trust roots are).
+pub struct Opened {
+    pub tee: std::sync::Arc<dyn Tee>,
+    pub measured_config: Vec<u8>,
+    pub backend: &'static str,
+}
+
+/// Environment variable (set in the Gramine manifest's measured `loader.env`) naming the
+/// enclave's configuration file, which must be a Gramine *trusted file* so that its hash is
+/// part of MRENCLAVE.
+pub const MEASURED_CONFIG_ENV: &str = "DC_MEASURED_CONFIG";
+
+/// Picks the backend: Gramine-SGX when `/dev/attestation` exists, the software platform when
+/// this process was launched by `dctee-sim`; `DC_TEE=sgx|sim` forces one.
+pub fn open() -> Result<Opened, TeeError> {
+    let forced = std::env::var("DC_TEE").ok();
+    let sgx_here = std::path::Path::new(gramine::ATTESTATION_DIR)
+        .join("my_target_info")
+        .exists();
+    match forced.as_deref() {
+        Some("sgx") => open_sgx(),
+        Some("sim") => open_sim(),
+        Some(other) => Err(TeeError::Unavailable(format!(
+            "DC_TEE={other:?}: expected sgx or sim"
+        ))),
+        None if sgx_here => open_sgx(),
+        None => open_sim(),
+    }
+}
+
+fn open_sgx() -> Result<Opened, TeeError> {
+    let tee = gramine::SgxTee::open()?;
+    let path = std::env::var(MEASURED_CONFIG_ENV).map_err(|_| {
+        TeeError::Unavailable(format!(
+            "{MEASURED_CONFIG_ENV} is not set in the Gramine manifest's loader.env"
+        ))
+    })?;
+    let measured_config = read_limited(std::path::Path::new(&path), 64 * 1024)?;
+    Ok(Opened {
+        tee: std::sync::Arc::new(tee),
+        measured_config,
+        backend: "sgx",
+    })
+}
+
+fn open_sim() -> Result<Opened, TeeError> {
+    let tee = sim::SimTee::from_env()?;
+    let measured_config = tee.measured_manifest()?;
+    Ok(Opened {
+        tee: std::sync::Arc::new(tee),
+        measured_config,
+        backend: "sim",
+    })
+}
+
+fn read_limited(p: &std::path::Path, limit: u64) -> Result<Vec<u8>, TeeError> {
+    use std::io::Read;
+    let f = std::fs::File::open(p)
+        .map_err(|e| TeeError::Unavailable(format!("{}: {e}", p.display())))?;
+    let mut b = Vec::new();
+    f.take(limit + 1)
+        .read_to_end(&mut b)
+        .map_err(|e| TeeError::Unavailable(format!("{}: {e}", p.display())))?;
+    if b.len() as u64 > limit {
+        return Err(TeeError::Unavailable(format!(
+            "{} is larger than {limit} bytes",
+            p.display()
+        )));
+    }
+    Ok(b)
 }

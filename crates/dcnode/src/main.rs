@@ -12,8 +12,6 @@ use dc_bundle::Manifest;
 use dc_handover::http::{holder_router, receive_keys, HolderClient};
 use dc_handover::{Holder, HolderConfig, Keyring, ReceiverConfig, Version};
 use dc_release::{Committee, CommitteeAuthorizer};
-use dc_tee::sim::SimTee;
-use dc_tee::Tee;
 use dcnode::api::{self, Node, Status};
 use dcnode::keystore::Keystore;
 use dcnode::startup::{decide, KeySource, Situation};
@@ -108,8 +106,10 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> Result<()> {
-    let tee = Arc::new(SimTee::from_env().context("no TEE")?);
-    let manifest = Manifest::parse(&tee.measured_manifest()?).context("measured manifest")?;
+    let opened =
+        dc_tee::open().context("no TEE: run under Gramine-SGX or the software platform")?;
+    let tee = opened.tee;
+    let manifest = Manifest::parse(&opened.measured_config).context("measured manifest")?;
     let version: Version = manifest
         .version
         .parse()

@@ -10,8 +10,6 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use dc_bundle::Manifest;
 use dc_release::Committee;
-use dc_tee::sim::SimTee;
-use dc_tee::Tee;
 use dcupgrade::agent::{Agent, AgentConfig, Shared, StatusView};
 use dcupgrade::launcher::SimLauncher;
 use tracing::info;
@@ -158,12 +156,11 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(a: RunArgs) -> Result<()> {
-    let sim = Arc::new(SimTee::from_env().context("the agent must run as an enclave")?);
-    // Trust roots come only from the measured manifest, never from arguments.
-    let manifest_bytes = sim
-        .measured_manifest()
-        .context("reading the measured manifest")?;
-    let tee: Arc<dyn Tee> = sim;
+    // Trust roots come only from the measured configuration, never from arguments.
+    let opened =
+        dc_tee::open().context("the agent must run as an enclave (Gramine-SGX or dctee-sim)")?;
+    let (tee, manifest_bytes) = (opened.tee, opened.measured_config);
+    info!(backend = opened.backend, "TEE");
     let manifest = Manifest::parse(&manifest_bytes)?;
     let committee = Committee::from_trust_roots(&manifest.trust)
         .context("trust roots in the measured manifest")?;
