@@ -1,7 +1,7 @@
 //! Starting and stopping node enclaves.
 //!
-//! [`Launcher`] is the seam for platforms: [`SimLauncher`] runs `dctee-sim launch`; a Gramine
-//! launcher runs `gramine-sgx` the same way. A started node is a [`NodeProcess`]: the agent
+//! [`Launcher`] is the seam for platforms: [`SimLauncher`] runs `dctee-sim launch`;
+//! [`GramineLauncher`] runs `gramine-sgx` the same way. A started node is a [`NodeProcess`]: the agent
 //! waits for its readiness line and stops it gracefully. Stopping returns only once the
 //! enclave has exited, so the old and new node never serve at once.
 
@@ -62,6 +62,42 @@ impl Launcher for SimLauncher {
             what: format!("{} launch {}", self.sim_bin.display(), bundle.display()),
             source,
         })?;
+        Ok(NodeProcess::watch(child))
+    }
+}
+
+/// Gramine-SGX: runs `gramine-sgx APP ARGS…` in the bundle directory, where `APP` is the
+/// bundle's signed manifest name (`APP.manifest.sgx`). Configuration reaches the enclave as
+/// arguments, which the Gramine manifest must allow (`loader.argv`/passthrough); trust roots
+/// never travel this way, they are in the measured manifest.
+pub struct GramineLauncher {
+    pub gramine_bin: PathBuf,
+}
+
+impl Launcher for GramineLauncher {
+    fn launch(&self, bundle: &Path, args: &[String]) -> Result<NodeProcess, LaunchError> {
+        let spawn_err = |source| LaunchError::Spawn {
+            what: format!("{} in {}", self.gramine_bin.display(), bundle.display()),
+            source,
+        };
+        let b = dc_bundle::Bundle::open(bundle).map_err(|e| spawn_err(std::io::Error::other(e.to_string())))?;
+        let app = b
+            .manifest
+            .gramine
+            .as_ref()
+            .and_then(|g| g.manifest_sgx.strip_suffix(".manifest.sgx"))
+            .ok_or_else(|| spawn_err(std::io::Error::other("not a Gramine bundle (no [gramine] table)")))?
+            .to_string();
+        let child = Command::new(&self.gramine_bin)
+            .arg(&app)
+            .args(args)
+            .current_dir(bundle)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(spawn_err)?;
         Ok(NodeProcess::watch(child))
     }
 }
@@ -142,5 +178,86 @@ impl NodeProcess {
                 let _ = self.child.kill().await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A Gramine bundle and a fake `gramine-sgx` that records how it was called, prints the
+    /// readiness line, and exits on SIGTERM.
+    fn setup(dir: &Path) -> (PathBuf, PathBuf) {
+        use dc_tee::sgx::{Attributes, Measurement};
+        use dc_tee::sigstruct::Sigstruct;
+        let b = dir.join("bundle");
+        std::fs::create_dir_all(&b).unwrap();
+        std::fs::write(b.join("dcnode"), b"binary").unwrap();
+        std::fs::write(b.join("dcnode.manifest.sgx"), b"manifest").unwrap();
+        let sig = Sigstruct {
+            vendor: 0,
+            date: 0,
+            modulus: [1; 384],
+            misc_select: 0,
+            misc_mask: 0,
+            attributes: Attributes { flags: Attributes::INIT | Attributes::MODE64BIT, xfrm: 3 },
+            attribute_mask: Attributes::default(),
+            enclave_hash: Measurement([2; 32]),
+            isv_prod_id: 1,
+            isv_svn: 1,
+        };
+        std::fs::write(b.join("dcnode.sig"), sig.encode_unsigned()).unwrap();
+        let h = |p: &str| hex::encode(dc_bundle::sha256_file(&b.join(p), 1 << 20).unwrap());
+        std::fs::write(
+            b.join("enclave.toml"),
+            format!(
+                "name = \"dcnode\"\nversion = \"1.0.0\"\nisv_prod_id = 1\nisv_svn = 1\nentrypoint = \"dcnode\"\n\
+                 [gramine]\nmanifest_sgx = \"dcnode.manifest.sgx\"\nsigstruct = \"dcnode.sig\"\n\
+                 [[files]]\npath = \"dcnode\"\nsha256 = \"{}\"\n[[files]]\npath = \"dcnode.manifest.sgx\"\nsha256 = \"{}\"\n\
+                 [[files]]\npath = \"dcnode.sig\"\nsha256 = \"{}\"\n",
+                h("dcnode"),
+                h("dcnode.manifest.sgx"),
+                h("dcnode.sig")
+            ),
+        )
+        .unwrap();
+        let fake = dir.join("gramine-sgx");
+        let log = dir.join("calls");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\necho \"$PWD $*\" > {}\ntrap 'echo stopped >> {}; exit 0' TERM\necho \"dcnode ready 1.0.0 x\"\nwhile true; do sleep 0.05; done\n",
+                log.display(),
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (b, fake)
+    }
+
+    #[tokio::test]
+    async fn gramine_launcher_runs_the_signed_manifest_in_the_bundle_and_stops_it() {
+        let t = tempfile::tempdir().unwrap();
+        let (bundle, fake) = setup(t.path());
+        let l = GramineLauncher { gramine_bin: fake };
+        let mut p = l.launch(&bundle, &["--data".into(), "/var/lib/dcnode".into()]).unwrap();
+        p.wait_ready(Duration::from_secs(10)).await.unwrap();
+        let calls = std::fs::read_to_string(t.path().join("calls")).unwrap();
+        assert_eq!(calls.trim(), format!("{} dcnode --data /var/lib/dcnode", bundle.display()));
+        p.stop(Duration::from_secs(5)).await;
+        assert!(p.exited().is_some());
+        assert!(std::fs::read_to_string(t.path().join("calls")).unwrap().contains("stopped"), "SIGTERM first, gracefully");
+    }
+
+    #[tokio::test]
+    async fn gramine_launcher_refuses_a_bundle_that_is_not_gramine_or_does_not_verify() {
+        let t = tempfile::tempdir().unwrap();
+        let (bundle, fake) = setup(t.path());
+        std::fs::write(bundle.join("dcnode"), b"swapped binary").unwrap();
+        let l = GramineLauncher { gramine_bin: fake };
+        assert!(l.launch(&bundle, &[]).is_err());
+        assert!(!t.path().join("calls").exists(), "nothing was started");
     }
 }

@@ -56,6 +56,12 @@ enum Cmd {
     Check(check::CheckArgs),
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LauncherKind {
+    Sim,
+    Gramine,
+}
+
 #[derive(clap::Args)]
 struct RunArgs {
     /// Agent state: journal, downloaded artifacts, bundles, sealed keys in transit.
@@ -79,12 +85,18 @@ struct RunArgs {
     node_listen: SocketAddr,
     #[arg(long, default_value = "127.0.0.1:6667")]
     node_upgrade: SocketAddr,
-    /// The software TEE platform's `dctee-sim` binary.
-    #[arg(long)]
-    sim_bin: PathBuf,
-    /// The platform's state directory (for `dctee-sim launch --state`).
-    #[arg(long)]
-    platform_state: PathBuf,
+    /// How nodes are started: on the software platform (`sim`) or under Gramine-SGX.
+    #[arg(long, value_enum, default_value = "sim")]
+    launcher: LauncherKind,
+    /// `sim`: the software TEE platform's `dctee-sim` binary.
+    #[arg(long, required_if_eq("launcher", "sim"))]
+    sim_bin: Option<PathBuf>,
+    /// `sim`: the platform's state directory (for `dctee-sim launch --state`).
+    #[arg(long, required_if_eq("launcher", "sim"))]
+    platform_state: Option<PathBuf>,
+    /// `gramine`: the `gramine-sgx` program.
+    #[arg(long, default_value = "gramine-sgx")]
+    gramine_bin: PathBuf,
     /// First run only: the installed node's bundle directory.
     #[arg(long)]
     initial_bundle: Option<PathBuf>,
@@ -190,14 +202,17 @@ async fn run(a: RunArgs) -> Result<()> {
         agent_record: a.agent_record,
         initial,
     };
-    let launcher = Arc::new(SimLauncher {
-        sim_bin: a.sim_bin,
-        platform_state: a.platform_state,
-        // The node's log level follows the agent's environment, if set.
-        env: std::env::var("DCNODE_LOG")
-            .map(|v| vec![format!("DCNODE_LOG={v}")])
-            .unwrap_or_default(),
-    });
+    let launcher: Arc<dyn dcupgrade::launcher::Launcher> = match a.launcher {
+        LauncherKind::Sim => Arc::new(SimLauncher {
+            sim_bin: a.sim_bin.clone().context("--sim-bin")?,
+            platform_state: a.platform_state.clone().context("--platform-state")?,
+            // The node's log level follows the agent's environment, if set.
+            env: std::env::var("DCNODE_LOG").map(|v| vec![format!("DCNODE_LOG={v}")]).unwrap_or_default(),
+        }),
+        LauncherKind::Gramine => Arc::new(dcupgrade::launcher::GramineLauncher {
+            gramine_bin: a.gramine_bin.clone(),
+        }),
+    };
     let shared = Arc::new(Shared::default());
     let listen = cfg.listen;
     let chain = (!a.chain.is_empty()).then(|| {
