@@ -219,7 +219,13 @@ async fn observe(
     let enclave_ids = read(client, &storage::enclave_ids_key(), &hash)
         .await
         .and_then(|v| v.map(|b| EnclaveIdEntry::decode_set(&b)).transpose());
-    *last_hash = hash.clone();
+    // A transient RPC failure leaves the block unseen, so the next notification or poll
+    // reads it again; undecodable values are final for that block.
+    let rpc_failed = matches!(&program, Err(ChainError::Rpc(_)))
+        || matches!(&enclave_ids, Err(ChainError::Rpc(_)));
+    if !rpc_failed {
+        *last_hash = hash.clone();
+    }
     let obs = Observation {
         endpoint: endpoint.into(),
         block_hash: hash,

@@ -151,7 +151,6 @@ pub struct Agent {
     reported: std::collections::BTreeSet<String>,
     chain: Option<mpsc::Receiver<ChainEvent>>,
     chain_latest: Option<Observation>,
-    revoked: Vec<Measurement>,
 }
 
 fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> String {
@@ -254,7 +253,6 @@ impl Agent {
             reported: Default::default(),
             chain,
             chain_latest: None,
-            revoked: Vec::new(),
         };
         agent.publish_status();
         Ok(agent)
@@ -338,6 +336,15 @@ impl Agent {
             .write()
             .unwrap_or_else(|p| p.into_inner());
         f(st.chain.get_or_insert_with(ChainView::default));
+    }
+
+    /// Every EnclaveID the committee revoked, as far as this agent has seen.
+    fn revoked(&self) -> Vec<Measurement> {
+        self.state
+            .revoked
+            .iter()
+            .filter_map(|m| Measurement::from_hex(m).ok())
+            .collect()
     }
 
     /// Records the phase durably; the caller acts only on `Ok`.
@@ -555,7 +562,17 @@ impl Agent {
                     for (p, why) in &scan.refused {
                         self.report(format!("{}: {why}", p.display()));
                     }
-                    self.revoked = scan.revoked.clone();
+                    let new: Vec<String> = scan
+                        .revoked
+                        .iter()
+                        .map(|m| m.to_string())
+                        .filter(|m| !self.state.revoked.contains(m))
+                        .collect();
+                    if !new.is_empty() {
+                        warn!(?new, "committee revocations");
+                        self.state.revoked.extend(new);
+                        let _ = self.save();
+                    }
                     for v in &scan.valid {
                         let Some(json) = std::fs::read(&v.path)
                             .ok()
@@ -575,8 +592,9 @@ impl Agent {
                 Err(e) => self.report(format!("feed unreadable: {e}")),
             }
         }
+        let revoked = self.revoked();
         if let Some(obs) = &self.chain_latest {
-            match evaluate_chain(obs, &self.committee, &self.revoked) {
+            match evaluate_chain(obs, &self.committee, &revoked) {
                 Ok(Some(c)) => out.push(c),
                 Ok(None) => {}
                 Err(e) => {
@@ -598,7 +616,7 @@ impl Agent {
         let now = now_ms();
         let mut pick = None;
         for c in offered {
-            if self.revoked.contains(&c.mr_enclave) {
+            if self.state.revoked.contains(&c.mr_enclave.to_string()) {
                 self.report(format!(
                     "release {} ({}) refused: revoked by the committee",
                     c.version, c.mr_enclave
@@ -656,6 +674,7 @@ impl Agent {
             probe_sha256: None,
             started_at_ms: now_ms(),
             source: c.source.clone(),
+            target_isv_svn: None,
         });
         if let Err(e) = self.enter(
             Phase::Candidate,
@@ -670,6 +689,7 @@ impl Agent {
         };
         crate::crash::point("after-effect:download");
         self.upgrade_mut().target = Some(target.clone());
+        self.upgrade_mut().target_isv_svn = Some(isv_svn);
         if let Err(e) = self.enter(
             Phase::Downloaded,
             format!("digest and measurement verified (ISVSVN {isv_svn})"),
@@ -752,7 +772,6 @@ impl Agent {
         if let Err(e) = self.enter(Phase::Healthy, "identity, keyring and old data verified") {
             return self.rollback(e).await;
         }
-        self.state.highest_isv_svn = self.state.highest_isv_svn.max(isv_svn);
         self.commit();
     }
 
@@ -780,6 +799,9 @@ impl Agent {
         };
         if newer {
             self.state.highest_trusted = target.version.clone();
+        }
+        if let Some(svn) = self.state.upgrade.as_ref().and_then(|u| u.target_isv_svn) {
+            self.state.highest_isv_svn = self.state.highest_isv_svn.max(svn);
         }
         self.state.failed.remove(&target.mr_enclave);
         info!(version = %target.version, "upgrade committed");
@@ -867,6 +889,8 @@ impl Agent {
                 }
                 Ok(b) => {
                     let _ = std::fs::remove_dir_all(&tmp);
+                    // An artifact that is not the signed enclave is not kept.
+                    let _ = std::fs::remove_file(&archive);
                     return Err(format!(
                         "the bundle measures {} but the committee signed {}",
                         b.mr_enclave, c.mr_enclave
@@ -874,6 +898,7 @@ impl Agent {
                 }
                 Err(e) => {
                     let _ = std::fs::remove_dir_all(&tmp);
+                    let _ = std::fs::remove_file(&archive);
                     return Err(e.to_string());
                 }
             }
@@ -1008,7 +1033,7 @@ impl Agent {
             Pinned {
                 expected: c.mr_enclave,
                 role: PeerRole::Node(c.version),
-                revoked: self.revoked.clone(),
+                revoked: self.revoked(),
             },
         );
         match holder {

@@ -36,6 +36,9 @@ pub const POINTS: &[&str] = &[
     "after:idle",
 ];
 
+/// Points reached only when an upgrade fails and is rolled back.
+pub const ROLLBACK_POINTS: &[&str] = &["before:rolling_back", "after:rolling_back"];
+
 #[cfg(debug_assertions)]
 static ARMED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 

@@ -80,6 +80,10 @@ pub struct Upgrade {
     /// Where the release came from (feed file, chain block).
     #[serde(default)]
     pub source: String,
+    /// The target's ISVSVN from its measured bundle, journaled with `Downloaded` so a commit
+    /// after a crash raises the ISVSVN floor too.
+    #[serde(default)]
+    pub target_isv_svn: Option<u16>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +120,10 @@ pub struct State {
     /// Set by an operator: no new upgrade starts while paused.
     #[serde(default)]
     pub paused: bool,
+    /// EnclaveIDs the committee revoked, as seen so far (hex). Persisted, never removed: a
+    /// revocation file deleted from the feed does not lift it.
+    #[serde(default)]
+    pub revoked: std::collections::BTreeSet<String>,
 }
 
 impl State {
@@ -130,6 +138,7 @@ impl State {
             timeline: Vec::new(),
             upgrades_completed: 0,
             paused: false,
+            revoked: Default::default(),
         }
     }
 

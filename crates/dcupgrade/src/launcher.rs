@@ -6,7 +6,7 @@
 //! enclave has exited, so the old and new node never serve at once.
 
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -74,20 +74,24 @@ pub struct GramineLauncher {
     pub gramine_bin: PathBuf,
 }
 
+/// The Gramine application name of a verified Gramine bundle (`APP` of `APP.manifest.sgx`).
+pub fn gramine_app(bundle: &Path) -> Result<String, LaunchError> {
+    let err = |m: String| LaunchError::Spawn {
+        what: format!("Gramine bundle {}", bundle.display()),
+        source: std::io::Error::other(m),
+    };
+    let b = dc_bundle::Bundle::open(bundle).map_err(|e| err(e.to_string()))?;
+    b.manifest
+        .gramine
+        .as_ref()
+        .and_then(|g| g.manifest_sgx.strip_suffix(".manifest.sgx"))
+        .map(str::to_string)
+        .ok_or_else(|| err("not a Gramine bundle (no [gramine] table)".into()))
+}
+
 impl Launcher for GramineLauncher {
     fn launch(&self, bundle: &Path, args: &[String]) -> Result<NodeProcess, LaunchError> {
-        let spawn_err = |source| LaunchError::Spawn {
-            what: format!("{} in {}", self.gramine_bin.display(), bundle.display()),
-            source,
-        };
-        let b = dc_bundle::Bundle::open(bundle).map_err(|e| spawn_err(std::io::Error::other(e.to_string())))?;
-        let app = b
-            .manifest
-            .gramine
-            .as_ref()
-            .and_then(|g| g.manifest_sgx.strip_suffix(".manifest.sgx"))
-            .ok_or_else(|| spawn_err(std::io::Error::other("not a Gramine bundle (no [gramine] table)")))?
-            .to_string();
+        let app = gramine_app(bundle)?;
         let child = Command::new(&self.gramine_bin)
             .arg(&app)
             .args(args)
@@ -97,14 +101,64 @@ impl Launcher for GramineLauncher {
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
-            .map_err(spawn_err)?;
+            .map_err(|source| LaunchError::Spawn {
+                what: format!("{} in {}", self.gramine_bin.display(), bundle.display()),
+                source,
+            })?;
         Ok(NodeProcess::watch(child))
     }
 }
 
+/// Nodes started by the host-side launch broker ([`crate::broker`]), reached over loopback
+/// TCP: what the agent uses inside a Gramine enclave.
+pub struct BrokerLauncher {
+    pub addr: std::net::SocketAddr,
+}
+
+impl Launcher for BrokerLauncher {
+    fn launch(&self, bundle: &Path, args: &[String]) -> Result<NodeProcess, LaunchError> {
+        use std::io::Write;
+        let spawn_err = |source| LaunchError::Spawn {
+            what: format!("launch broker {} for {}", self.addr, bundle.display()),
+            source,
+        };
+        let mut conn = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_secs(3))
+            .map_err(spawn_err)?;
+        let req = dc_tee_sim::control::LaunchRequest {
+            bundle: bundle.display().to_string(),
+            cwd: bundle.display().to_string(),
+            args: args.to_vec(),
+            env: vec![],
+        }
+        .encode();
+        conn.write_all(&[&(req.len() as u32).to_le_bytes()[..], &req].concat())
+            .map_err(spawn_err)?;
+        conn.set_nonblocking(true).map_err(spawn_err)?;
+        let conn = tokio::net::TcpStream::from_std(conn).map_err(spawn_err)?;
+        Ok(NodeProcess::remote(conn))
+    }
+}
+
+enum Proc {
+    Local(Child),
+    /// Behind the broker: the write half closes to request a stop; the exit code arrives as
+    /// an event.
+    Remote {
+        stop: Option<tokio::net::tcp::OwnedWriteHalf>,
+        exit: watch::Receiver<Option<i32>>,
+    },
+}
+
 pub struct NodeProcess {
-    child: Child,
+    proc: Proc,
     ready: watch::Receiver<bool>,
+}
+
+fn forward_line(line: &str, ready: &watch::Sender<bool>) {
+    if line.starts_with(READY_PREFIX) {
+        let _ = ready.send(true);
+    }
+    info!(target: "node", "{line}");
 }
 
 impl NodeProcess {
@@ -115,39 +169,103 @@ impl NodeProcess {
             tokio::spawn(async move {
                 let mut lines = BufReader::new(out).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
-                    if line.starts_with(READY_PREFIX) {
-                        let _ = tx.send(true);
-                    }
-                    info!(target: "node", "{line}");
+                    forward_line(&line, &tx);
                 }
             });
         }
-        Self { child, ready: rx }
+        Self {
+            proc: Proc::Local(child),
+            ready: rx,
+        }
+    }
+
+    /// A node behind the launch broker: reads its events from `conn`.
+    pub fn remote(conn: tokio::net::TcpStream) -> Self {
+        use dc_tee_sim::control::{Event, MAX_CONTROL_FRAME};
+        let (mut rd, wr) = conn.into_split();
+        let (ready_tx, ready_rx) = watch::channel(false);
+        let (exit_tx, exit_rx) = watch::channel(None);
+        tokio::spawn(async move {
+            let mut pending = String::new();
+            let code = loop {
+                match crate::broker::read_frame(&mut rd, MAX_CONTROL_FRAME).await {
+                    Ok(Some(f)) => match Event::decode(&f) {
+                        Ok(Event::Stdout(d)) => {
+                            pending.push_str(&String::from_utf8_lossy(&d));
+                            while let Some(i) = pending.find('\n') {
+                                let line: String = pending.drain(..=i).collect();
+                                forward_line(line.trim_end(), &ready_tx);
+                            }
+                        }
+                        Ok(Event::Stderr(d)) => {
+                            info!(target: "node", "{}", String::from_utf8_lossy(&d).trim_end())
+                        }
+                        Ok(Event::Started { pid, .. }) => info!(pid, "the broker started the node"),
+                        Ok(Event::Exited(c)) => break c,
+                        Ok(Event::Error(m)) => {
+                            warn!("the launch broker refused: {m}");
+                            break -1;
+                        }
+                        Err(e) => {
+                            warn!("garbage from the launch broker: {e}");
+                            break -1;
+                        }
+                    },
+                    Ok(None) | Err(_) => break -1,
+                }
+            };
+            let _ = exit_tx.send(Some(code));
+        });
+        Self {
+            proc: Proc::Remote {
+                stop: Some(wr),
+                exit: exit_rx,
+            },
+            ready: ready_rx,
+        }
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.id()
+        match &self.proc {
+            Proc::Local(c) => c.id(),
+            Proc::Remote { .. } => None,
+        }
+    }
+
+    /// Waits until the node has exited; describes how.
+    async fn wait_exit(&mut self) -> String {
+        match &mut self.proc {
+            Proc::Local(c) => c
+                .wait()
+                .await
+                .map(|s| s.to_string())
+                .unwrap_or_else(|e| e.to_string()),
+            Proc::Remote { exit, .. } => loop {
+                if let Some(code) = *exit.borrow() {
+                    return format!("exit code {code}");
+                }
+                if exit.changed().await.is_err() {
+                    return "lost the launch broker".into();
+                }
+            },
+        }
     }
 
     /// Waits for the readiness line; fails if the node exits first or the deadline passes.
     pub async fn wait_ready(&mut self, deadline: Duration) -> Result<(), LaunchError> {
         let mut ready = self.ready.clone();
+        let seen = self.ready.clone();
         let wait = async {
-            loop {
-                if *ready.borrow() {
-                    return Ok(());
-                }
-                tokio::select! {
-                    changed = ready.changed() => {
-                        if changed.is_err() && !*ready.borrow() {
-                            let status = self.child.wait().await.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-                            return Err(LaunchError::ExitedEarly(status));
-                        }
-                    }
-                    status = self.child.wait() => {
-                        if *ready.borrow() { return Ok(()); }
-                        return Err(LaunchError::ExitedEarly(status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())));
-                    }
+            if *ready.borrow() {
+                return Ok(());
+            }
+            tokio::select! {
+                r = ready.wait_for(|r| *r) => match r {
+                    Ok(_) => Ok(()),
+                    Err(_) => Err(LaunchError::ExitedEarly(self.wait_exit().await)),
+                },
+                status = self.wait_exit() => {
+                    if *seen.borrow() { Ok(()) } else { Err(LaunchError::ExitedEarly(status)) }
                 }
             }
         };
@@ -156,26 +274,39 @@ impl NodeProcess {
             .map_err(|_| LaunchError::NotReady(deadline))?
     }
 
-    /// `Some` once the process has exited.
-    pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
+    /// Whether the node has exited.
+    pub fn exited(&mut self) -> Option<String> {
+        match &mut self.proc {
+            Proc::Local(c) => c.try_wait().ok().flatten().map(|s| s.to_string()),
+            Proc::Remote { exit, .. } => exit.borrow().map(|c| format!("exit code {c}")),
+        }
     }
 
-    /// SIGTERM, then waits up to `grace` for the exit (the launcher returns only after the
-    /// enclave is gone); SIGKILL after that.
+    /// Asks the node to stop and waits up to `grace` for it to exit (the launcher returns only
+    /// after the enclave is gone); kills it after that.
     pub async fn stop(&mut self, grace: Duration) {
         if self.exited().is_some() {
             return;
         }
-        if let Some(pid) = self.child.id() {
-            // SAFETY: kill(2) on our own child process.
-            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        match &mut self.proc {
+            Proc::Local(c) => {
+                if let Some(pid) = c.id() {
+                    // SAFETY: kill(2) on our own child process.
+                    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                }
+            }
+            Proc::Remote { stop, .. } => {
+                if let Some(mut w) = stop.take() {
+                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut w).await;
+                    // Keep the half open until the exit is known: dropping it is fine too.
+                    drop(w);
+                }
+            }
         }
-        match tokio::time::timeout(grace, self.child.wait()).await {
-            Ok(_) => {}
-            Err(_) => {
-                warn!("node did not stop within {grace:?}; killing it");
-                let _ = self.child.kill().await;
+        if tokio::time::timeout(grace, self.wait_exit()).await.is_err() {
+            warn!("node did not stop within {grace:?}; killing it");
+            if let Proc::Local(c) = &mut self.proc {
+                let _ = c.kill().await;
             }
         }
     }
@@ -201,7 +332,10 @@ mod tests {
             modulus: [1; 384],
             misc_select: 0,
             misc_mask: 0,
-            attributes: Attributes { flags: Attributes::INIT | Attributes::MODE64BIT, xfrm: 3 },
+            attributes: Attributes {
+                flags: Attributes::INIT | Attributes::MODE64BIT,
+                xfrm: 3,
+            },
             attribute_mask: Attributes::default(),
             enclave_hash: Measurement([2; 32]),
             isv_prod_id: 1,
@@ -242,13 +376,23 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let (bundle, fake) = setup(t.path());
         let l = GramineLauncher { gramine_bin: fake };
-        let mut p = l.launch(&bundle, &["--data".into(), "/var/lib/dcnode".into()]).unwrap();
+        let mut p = l
+            .launch(&bundle, &["--data".into(), "/var/lib/dcnode".into()])
+            .unwrap();
         p.wait_ready(Duration::from_secs(10)).await.unwrap();
         let calls = std::fs::read_to_string(t.path().join("calls")).unwrap();
-        assert_eq!(calls.trim(), format!("{} dcnode --data /var/lib/dcnode", bundle.display()));
+        assert_eq!(
+            calls.trim(),
+            format!("{} dcnode --data /var/lib/dcnode", bundle.display())
+        );
         p.stop(Duration::from_secs(5)).await;
         assert!(p.exited().is_some());
-        assert!(std::fs::read_to_string(t.path().join("calls")).unwrap().contains("stopped"), "SIGTERM first, gracefully");
+        assert!(
+            std::fs::read_to_string(t.path().join("calls"))
+                .unwrap()
+                .contains("stopped"),
+            "SIGTERM first, gracefully"
+        );
     }
 
     #[tokio::test]
@@ -259,5 +403,76 @@ mod tests {
         let l = GramineLauncher { gramine_bin: fake };
         assert!(l.launch(&bundle, &[]).is_err());
         assert!(!t.path().join("calls").exists(), "nothing was started");
+    }
+
+    async fn broker(root: &Path, fake: PathBuf) -> std::net::SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let cfg = crate::broker::BrokerConfig {
+            listen: addr,
+            gramine_bin: fake,
+            bundles_root: root.to_path_buf(),
+            stop_grace: Duration::from_secs(5),
+        };
+        tokio::spawn(crate::broker::serve(cfg, l));
+        addr
+    }
+
+    #[tokio::test]
+    async fn broker_launches_streams_readiness_and_stops_gracefully() {
+        let t = tempfile::tempdir().unwrap();
+        let (bundle, fake) = setup(t.path());
+        let addr = broker(t.path(), fake).await;
+        let l = BrokerLauncher { addr };
+        let mut p = l
+            .launch(&bundle, &["--listen".into(), "127.0.0.1:7000".into()])
+            .unwrap();
+        p.wait_ready(Duration::from_secs(10)).await.unwrap();
+        let calls = std::fs::read_to_string(t.path().join("calls")).unwrap();
+        assert_eq!(
+            calls.trim(),
+            format!(
+                "{} dcnode --listen 127.0.0.1:7000",
+                bundle.canonicalize().unwrap().display()
+            )
+        );
+        assert!(p.exited().is_none());
+        p.stop(Duration::from_secs(10)).await;
+        assert_eq!(
+            p.exited().as_deref(),
+            Some("exit code 0"),
+            "stopped gracefully, exit reported"
+        );
+        assert!(std::fs::read_to_string(t.path().join("calls"))
+            .unwrap()
+            .contains("stopped"));
+    }
+
+    #[tokio::test]
+    async fn broker_refuses_bundles_outside_its_root_and_stops_nodes_of_a_vanished_agent() {
+        let t = tempfile::tempdir().unwrap();
+        let (bundle, fake) = setup(t.path());
+        let elsewhere = tempfile::tempdir().unwrap();
+        let addr = broker(elsewhere.path(), fake.clone()).await;
+        let mut p = BrokerLauncher { addr }.launch(&bundle, &[]).unwrap();
+        let e = p.wait_ready(Duration::from_secs(10)).await.unwrap_err();
+        assert!(matches!(e, LaunchError::ExitedEarly(_)), "{e}");
+        assert!(!t.path().join("calls").exists(), "nothing was started");
+
+        let addr = broker(t.path(), fake).await;
+        let mut p = BrokerLauncher { addr }.launch(&bundle, &[]).unwrap();
+        p.wait_ready(Duration::from_secs(10)).await.unwrap();
+        drop(p); // the agent dies
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(t.path().join("calls"))
+            .unwrap()
+            .contains("stopped")
+        {
+            assert!(
+                std::time::Instant::now() < end,
+                "the node outlived its agent"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod broker;
 pub mod crash;
 pub mod download;
 pub mod journal;

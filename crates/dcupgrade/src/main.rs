@@ -51,6 +51,17 @@ enum Cmd {
     },
     /// The demo upgrade on the software TEE platform and a local feed.
     Demo(demo::DemoArgs),
+    /// The host-side launch broker for Gramine-SGX deployments: starts and stops node
+    /// enclaves for an agent running inside Gramine (run it on the host, not in an enclave).
+    LaunchBroker {
+        #[arg(long, default_value = "127.0.0.1:6668")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "gramine-sgx")]
+        gramine_bin: PathBuf,
+        /// Only bundles under this directory are launched (the agent's `STATE/bundles`).
+        #[arg(long)]
+        bundles_root: PathBuf,
+    },
     /// Read DCChain once: the finalized block, DcProgram, every EnclaveIds entry with whether
     /// its signature verifies, and what the agent would decide.
     Check(check::CheckArgs),
@@ -58,8 +69,12 @@ enum Cmd {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum LauncherKind {
+    /// The software TEE platform (`dctee-sim launch`).
     Sim,
+    /// `gramine-sgx` as a child process (an agent running outside Gramine).
     Gramine,
+    /// The host-side launch broker (an agent running inside Gramine).
+    Broker,
 }
 
 #[derive(clap::Args)]
@@ -97,6 +112,9 @@ struct RunArgs {
     /// `gramine`: the `gramine-sgx` program.
     #[arg(long, default_value = "gramine-sgx")]
     gramine_bin: PathBuf,
+    /// `broker`: the launch broker's address.
+    #[arg(long, default_value = "127.0.0.1:6668")]
+    broker: SocketAddr,
     /// First run only: the installed node's bundle directory.
     #[arg(long)]
     initial_bundle: Option<PathBuf>,
@@ -156,6 +174,26 @@ fn main() -> std::process::ExitCode {
             Cmd::Resume { url } => post(&url, "/v1/resume").await,
             Cmd::Demo(a) => demo::run(a).await,
             Cmd::Check(a) => check::run(a).await,
+            Cmd::LaunchBroker {
+                listen,
+                gramine_bin,
+                bundles_root,
+            } => {
+                if !listen.ip().is_loopback() {
+                    bail!("the launch broker listens on loopback only");
+                }
+                let l = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("binding {listen}"))?;
+                let cfg = dcupgrade::broker::BrokerConfig {
+                    listen,
+                    gramine_bin,
+                    bundles_root,
+                    stop_grace: Duration::from_secs(10),
+                };
+                dcupgrade::broker::serve(cfg, l).await;
+                Ok(())
+            }
         }
     });
     match r {
@@ -207,11 +245,14 @@ async fn run(a: RunArgs) -> Result<()> {
             sim_bin: a.sim_bin.clone().context("--sim-bin")?,
             platform_state: a.platform_state.clone().context("--platform-state")?,
             // The node's log level follows the agent's environment, if set.
-            env: std::env::var("DCNODE_LOG").map(|v| vec![format!("DCNODE_LOG={v}")]).unwrap_or_default(),
+            env: std::env::var("DCNODE_LOG")
+                .map(|v| vec![format!("DCNODE_LOG={v}")])
+                .unwrap_or_default(),
         }),
         LauncherKind::Gramine => Arc::new(dcupgrade::launcher::GramineLauncher {
             gramine_bin: a.gramine_bin.clone(),
         }),
+        LauncherKind::Broker => Arc::new(dcupgrade::launcher::BrokerLauncher { addr: a.broker }),
     };
     let shared = Arc::new(Shared::default());
     let listen = cfg.listen;

@@ -42,6 +42,54 @@ async fn agent_crash(point: &str) {
     let v1 = w.v1.clone();
     w.lab.start_agent(&v1, Duration::from_secs(3600)).unwrap();
     w.settled_on(expected(point)).await;
+    // The rollback floors follow the outcome, even when the commit happened during recovery.
+    let j = w.lab.journal().unwrap().unwrap();
+    let (floor, svn) = if expected(point) == "2.0.0" {
+        ("2.0.0", 2)
+    } else {
+        ("1.0.0", 1)
+    };
+    assert_eq!(
+        (j.highest_trusted.as_str(), j.highest_isv_svn),
+        (floor, svn),
+        "rollback floors after a crash at {point}"
+    );
+}
+
+/// The agent crashes while rolling back a v2 that crashes at start; after a restart it must
+/// finish the rollback.
+async fn agent_crash_during_rollback(point: &str) {
+    assert!(dcupgrade::crash::ROLLBACK_POINTS.contains(&point));
+    let opts = AgentOptions {
+        crash_at: Some(point.into()),
+        ..AgentOptions::default()
+    };
+    let mut w: World = world_with(&[], opts).await;
+    let bad = w
+        .lab
+        .build_node("2.0.0", 2, "-crash", &["--fault", "crash-at-start"])
+        .unwrap();
+    w.lab.publish(&bad.record).unwrap();
+    let code = w.lab.wait_agent_exit(Duration::from_secs(60));
+    assert_eq!(
+        code,
+        Some(86),
+        "the agent did not crash at {point}\n{}",
+        w.lab.agent_log()
+    );
+    let v1 = w.v1.clone();
+    w.lab.start_agent(&v1, Duration::from_secs(3600)).unwrap();
+    w.settled_on("1.0.0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_crashes_before_journaling_the_rollback() {
+    agent_crash_during_rollback("before:rolling_back").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_crashes_after_journaling_the_rollback() {
+    agent_crash_during_rollback("after:rolling_back").await;
 }
 
 macro_rules! agent_points {

@@ -253,6 +253,11 @@ async fn revoked_release_is_refused() {
         "{:?}",
         s.refused
     );
+    // The revocation is journaled: removing the file from the feed does not lift it.
+    let j = w.lab.journal().unwrap().unwrap();
+    assert!(j.revoked.contains(&v2.mr_enclave.to_string()));
+    std::fs::remove_file(w.lab.feed.join(format!("revoke-{}.json", v2.mr_enclave))).unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
     w.v1_untouched().await;
 }
 

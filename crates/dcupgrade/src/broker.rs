@@ -1,0 +1,224 @@
+//! The host-side launch broker for Gramine-SGX deployments.
+//!
+//! Inside a Gramine enclave the agent cannot start a host `gramine-sgx` (`execve` is emulated
+//! inside the enclave, Unix sockets are enclave-internal). The broker runs on the host — as
+//! untrusted as every launcher — and starts nodes for the agent, which reaches it over
+//! loopback TCP. It speaks the launch protocol of `dctee-sim launch`
+//! ([`dc_tee_sim::control`]): one launch request, then `Started`, the node's output, and
+//! `Exited`; when the agent closes its side, the node is stopped (SIGTERM, then SIGKILL).
+//!
+//! Nothing the broker does is trusted: the node is an enclave whose identity the CPU measures,
+//! and keys reach it only by attested handover. The broker still refuses bundles outside its
+//! configured root, so a local process cannot make it run arbitrary programs.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use dc_tee_sim::control::{Event, LaunchRequest, MAX_CONTROL_FRAME};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::Command;
+use tracing::{info, warn};
+
+pub async fn write_frame(w: &mut (impl AsyncWrite + Unpin), body: &[u8]) -> std::io::Result<()> {
+    let len = u32::try_from(body.len()).map_err(|_| std::io::Error::other("frame too large"))?;
+    w.write_all(&[&len.to_le_bytes()[..], body].concat())
+        .await?;
+    w.flush().await
+}
+
+/// `Ok(None)` on a clean end of stream.
+pub async fn read_frame(
+    r: &mut (impl AsyncRead + Unpin),
+    max: usize,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{len}-byte frame over the {max}-byte limit"),
+        ));
+    }
+    let mut b = vec![0u8; len];
+    r.read_exact(&mut b).await?;
+    Ok(Some(b))
+}
+
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    pub listen: SocketAddr,
+    pub gramine_bin: PathBuf,
+    /// Only bundles under this directory are launched.
+    pub bundles_root: PathBuf,
+    pub stop_grace: Duration,
+}
+
+/// Serves launch requests until the process is stopped.
+pub async fn serve(cfg: BrokerConfig, listener: TcpListener) {
+    info!(listen = %cfg.listen, root = %cfg.bundles_root.display(), "launch broker running");
+    loop {
+        let Ok((conn, peer)) = listener.accept().await else {
+            continue;
+        };
+        if !peer.ip().is_loopback() {
+            warn!(%peer, "refused a non-loopback connection");
+            continue;
+        }
+        let cfg = cfg.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(&cfg, conn).await {
+                warn!("launch refused: {e}");
+            }
+        });
+    }
+}
+
+async fn handle(cfg: &BrokerConfig, conn: TcpStream) -> Result<(), String> {
+    let (mut rd, mut wr) = conn.into_split();
+    let req = tokio::time::timeout(
+        Duration::from_secs(10),
+        read_frame(&mut rd, MAX_CONTROL_FRAME),
+    )
+    .await
+    .map_err(|_| "no launch request within 10 s".to_string())?
+    .map_err(|e| e.to_string())?
+    .ok_or("connection closed before a request")?;
+    let req = LaunchRequest::decode(&req).map_err(|e| e.to_string())?;
+    let bundle = match checked_bundle(&cfg.bundles_root, Path::new(&req.bundle)) {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = write_frame(&mut wr, &Event::Error(e.clone()).encode()).await;
+            return Err(e);
+        }
+    };
+    let launcher = crate::launcher::GramineLauncher {
+        gramine_bin: cfg.gramine_bin.clone(),
+    };
+    let app = crate::launcher::gramine_app(&bundle).map_err(|e| e.to_string())?;
+    let mut child = Command::new(&launcher.gramine_bin)
+        .arg(&app)
+        .args(&req.args)
+        .current_dir(&bundle)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", launcher.gramine_bin.display()))?;
+    let pid = child.id().unwrap_or(0);
+    info!(bundle = %bundle.display(), pid, "launched");
+    let (tx, mut events) = tokio::sync::mpsc::channel::<Event>(64);
+    let _ = tx
+        .send(Event::Started {
+            mr_enclave: dc_tee::Measurement::ZERO,
+            mr_signer: dc_tee::Measurement::ZERO,
+            pid,
+        })
+        .await;
+    for (pipe, is_out) in [
+        (
+            child
+                .stdout
+                .take()
+                .map(Box::new)
+                .map(|b| b as Box<dyn AsyncRead + Send + Unpin>),
+            true,
+        ),
+        (
+            child
+                .stderr
+                .take()
+                .map(Box::new)
+                .map(|b| b as Box<dyn AsyncRead + Send + Unpin>),
+            false,
+        ),
+    ] {
+        if let Some(mut p) = pipe {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                while let Ok(n) = p.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let d = buf[..n].to_vec();
+                    let ev = if is_out {
+                        Event::Stdout(d)
+                    } else {
+                        Event::Stderr(d)
+                    };
+                    if tx.send(ev).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+    drop(tx);
+    let mut gone = [0u8; 1];
+    let status = loop {
+        tokio::select! {
+            ev = events.recv() => if let Some(ev) = ev {
+                let _ = write_frame(&mut wr, &ev.encode()).await;
+            },
+            // The agent closed its side (stop requested, or it died): stop the node.
+            r = rd.read(&mut gone) => {
+                if matches!(r, Ok(0) | Err(_)) {
+                    break stop(&mut child, pid, cfg.stop_grace).await;
+                }
+            },
+            s = child.wait() => break s.ok(),
+        }
+    };
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(100), events.recv()).await {
+        let _ = write_frame(&mut wr, &ev.encode()).await;
+    }
+    let code = status.and_then(|s| s.code()).unwrap_or(137);
+    info!(pid, code, "node exited");
+    let _ = write_frame(&mut wr, &Event::Exited(code).encode()).await;
+    Ok(())
+}
+
+async fn stop(
+    child: &mut tokio::process::Child,
+    pid: u32,
+    grace: Duration,
+) -> Option<std::process::ExitStatus> {
+    // SAFETY: kill(2) on our own child's process group.
+    unsafe { libc::kill(-(pid as i32), libc::SIGTERM) };
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(s) => s.ok(),
+        Err(_) => {
+            // SAFETY: as above.
+            unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+            child.wait().await.ok()
+        }
+    }
+}
+
+/// The bundle directory, if it lies under `root` (after resolving links and `..`).
+fn checked_bundle(root: &Path, bundle: &Path) -> Result<PathBuf, String> {
+    let root = root
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", root.display()))?;
+    let b = bundle
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", bundle.display()))?;
+    if !b.starts_with(&root) {
+        return Err(format!(
+            "{} is outside the broker's bundle root {}",
+            b.display(),
+            root.display()
+        ));
+    }
+    Ok(b)
+}
