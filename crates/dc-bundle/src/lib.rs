@@ -580,6 +580,22 @@ impl Bundle {
     }
 }
 
+/// Parses command-line file arguments `SOURCE=PATH_IN_BUNDLE`.
+pub fn parse_file_args(files: &[String]) -> Result<Vec<(PathBuf, String)>, BundleError> {
+    files
+        .iter()
+        .map(|f| {
+            f.split_once('=')
+                .map(|(src, rel)| (PathBuf::from(src), rel.to_string()))
+                .ok_or_else(|| {
+                    BundleError::Manifest(format!(
+                        "file argument {f:?} must be SOURCE=PATH_IN_BUNDLE"
+                    ))
+                })
+        })
+        .collect()
+}
+
 /// What a new bundle should say (everything but the file hashes, which are computed).
 #[derive(Clone, Debug)]
 pub struct BundleSpec {

@@ -192,6 +192,40 @@ impl ReleaseRecord {
     }
 }
 
+/// Adds (or replaces) `signer`'s signature over `msg` to a list of committee signatures.
+pub(crate) fn add_signature(
+    signatures: &mut Vec<RecordSignature>,
+    signer: &CommitteeSigner,
+    msg: &[u8],
+) {
+    let key = signer.public().to_text();
+    signatures.retain(|s| s.key != key);
+    signatures.push(RecordSignature {
+        key,
+        signature: multibase::encode(&signer.sign(msg)),
+    });
+}
+
+/// Checks a list of committee signatures over `msg` against the committee threshold;
+/// unparsable entries count for nothing.
+pub(crate) fn check_signatures(
+    committee: &Committee,
+    msg: &[u8],
+    signatures: &[RecordSignature],
+) -> Result<(), ReleaseError> {
+    let decoded: Vec<(CommitteeKey, Vec<u8>)> = signatures
+        .iter()
+        .take(MAX_SIGNATURES)
+        .filter_map(|s| {
+            Some((
+                CommitteeKey::parse(&s.key).ok()?,
+                multibase::decode(&s.signature).ok()?,
+            ))
+        })
+        .collect();
+    committee.check(msg, decoded.iter().map(|(k, s)| (k, s.as_slice())))
+}
+
 impl SignedRecord {
     pub fn unsigned(record: ReleaseRecord) -> Self {
         Self {
@@ -219,13 +253,7 @@ impl SignedRecord {
 
     /// Adds (or replaces) the signature of `signer`.
     pub fn sign(&mut self, signer: &CommitteeSigner) -> Result<(), ReleaseError> {
-        let msg = self.record.signing_bytes()?;
-        let key = signer.public().to_text();
-        self.signatures.retain(|s| s.key != key);
-        self.signatures.push(RecordSignature {
-            key,
-            signature: multibase::encode(&signer.sign(&msg)),
-        });
+        add_signature(&mut self.signatures, signer, &self.record.signing_bytes()?);
         Ok(())
     }
 
@@ -236,19 +264,7 @@ impl SignedRecord {
         now_secs: u64,
     ) -> Result<VerifiedRecord, ReleaseError> {
         let (version, mr_enclave) = self.record.validate()?;
-        let msg = self.record.signing_bytes()?;
-        let decoded: Vec<(CommitteeKey, Vec<u8>)> = self
-            .signatures
-            .iter()
-            .take(MAX_SIGNATURES)
-            .filter_map(|s| {
-                Some((
-                    CommitteeKey::parse(&s.key).ok()?,
-                    multibase::decode(&s.signature).ok()?,
-                ))
-            })
-            .collect();
-        committee.check(&msg, decoded.iter().map(|(k, s)| (k, s.as_slice())))?;
+        check_signatures(committee, &self.record.signing_bytes()?, &self.signatures)?;
         if let Some(t) = self.record.expires_at {
             if now_secs >= t {
                 return Err(ReleaseError::Expired {

@@ -5,9 +5,11 @@
 use dc_tee::Measurement;
 use serde::{Deserialize, Serialize};
 
-use crate::committee::{Committee, CommitteeKey, CommitteeSigner};
-use crate::record::{RecordSignature, MAX_RECORD_BYTES, MAX_SIGNATURES};
-use crate::{multibase, ReleaseError};
+use crate::committee::{Committee, CommitteeSigner};
+use crate::record::{
+    add_signature, check_signatures, RecordSignature, MAX_RECORD_BYTES, MAX_SIGNATURES,
+};
+use crate::ReleaseError;
 
 const DOMAIN: &[u8] = b"dc-release/revocation/v1\0";
 
@@ -69,30 +71,21 @@ impl SignedRevocation {
     }
 
     pub fn sign(&mut self, signer: &CommitteeSigner) -> Result<(), ReleaseError> {
-        let msg = self.revocation.signing_bytes()?;
-        let key = signer.public().to_text();
-        self.signatures.retain(|s| s.key != key);
-        self.signatures.push(RecordSignature {
-            key,
-            signature: multibase::encode(&signer.sign(&msg)),
-        });
+        add_signature(
+            &mut self.signatures,
+            signer,
+            &self.revocation.signing_bytes()?,
+        );
         Ok(())
     }
 
     /// The revoked MRENCLAVE, if the committee threshold signed this.
     pub fn verify(&self, committee: &Committee) -> Result<Measurement, ReleaseError> {
-        let msg = self.revocation.signing_bytes()?;
-        let decoded: Vec<(CommitteeKey, Vec<u8>)> = self
-            .signatures
-            .iter()
-            .filter_map(|s| {
-                Some((
-                    CommitteeKey::parse(&s.key).ok()?,
-                    multibase::decode(&s.signature).ok()?,
-                ))
-            })
-            .collect();
-        committee.check(&msg, decoded.iter().map(|(k, s)| (k, s.as_slice())))?;
+        check_signatures(
+            committee,
+            &self.revocation.signing_bytes()?,
+            &self.signatures,
+        )?;
         crate::legacy::parse_enclave_id(self.revocation.mr_enclave.as_bytes())
     }
 }

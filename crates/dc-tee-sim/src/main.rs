@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use dc_bundle::{Bundle, BundleSpec, SignerKey, TrustRoots};
 use dc_tee::CpuSvn;
@@ -181,13 +181,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .with_context(|| format!("{}: not a valid [trust] table", p.display()))?,
                 None => TrustRoots::default(),
             };
-            let mut pairs = Vec::new();
-            for f in files {
-                let Some((src, rel)) = f.split_once('=') else {
-                    bail!("file argument {f:?} must be SOURCE=PATH_IN_BUNDLE");
-                };
-                pairs.push((PathBuf::from(src), rel.to_string()));
-            }
+            let pairs = dc_bundle::parse_file_args(&files)?;
             let spec = BundleSpec {
                 name,
                 version,

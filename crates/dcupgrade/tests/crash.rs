@@ -23,13 +23,15 @@ fn expected(point: &str) -> &'static str {
     }
 }
 
-async fn agent_crash(point: &str) {
+/// Runs an upgrade to a v2 built with `v2_args` while the agent is armed to crash at `point`;
+/// checks it did crash there, and restarts it.
+async fn crash_then_restart(point: &str, v2_tag: &str, v2_args: &[&str]) -> World {
     let opts = AgentOptions {
         crash_at: Some(point.into()),
         ..AgentOptions::default()
     };
     let mut w: World = world_with(&[], opts).await;
-    let v2 = w.lab.build_node("2.0.0", 2, "", &[]).unwrap();
+    let v2 = w.lab.build_node("2.0.0", 2, v2_tag, v2_args).unwrap();
     w.lab.publish(&v2.record).unwrap();
     let code = w.lab.wait_agent_exit(Duration::from_secs(60));
     assert_eq!(
@@ -41,6 +43,11 @@ async fn agent_crash(point: &str) {
     // Restart the agent, as systemd would.
     let v1 = w.v1.clone();
     w.lab.start_agent(&v1, Duration::from_secs(3600)).unwrap();
+    w
+}
+
+async fn agent_crash(point: &str) {
+    let w = crash_then_restart(point, "", &[]).await;
     w.settled_on(expected(point)).await;
     // The rollback floors follow the outcome, even when the commit happened during recovery.
     let j = w.lab.journal().unwrap().unwrap();
@@ -60,36 +67,8 @@ async fn agent_crash(point: &str) {
 /// finish the rollback.
 async fn agent_crash_during_rollback(point: &str) {
     assert!(dcupgrade::crash::ROLLBACK_POINTS.contains(&point));
-    let opts = AgentOptions {
-        crash_at: Some(point.into()),
-        ..AgentOptions::default()
-    };
-    let mut w: World = world_with(&[], opts).await;
-    let bad = w
-        .lab
-        .build_node("2.0.0", 2, "-crash", &["--fault", "crash-at-start"])
-        .unwrap();
-    w.lab.publish(&bad.record).unwrap();
-    let code = w.lab.wait_agent_exit(Duration::from_secs(60));
-    assert_eq!(
-        code,
-        Some(86),
-        "the agent did not crash at {point}\n{}",
-        w.lab.agent_log()
-    );
-    let v1 = w.v1.clone();
-    w.lab.start_agent(&v1, Duration::from_secs(3600)).unwrap();
+    let w = crash_then_restart(point, "-crash", &["--fault", "crash-at-start"]).await;
     w.settled_on("1.0.0").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agent_crashes_before_journaling_the_rollback() {
-    agent_crash_during_rollback("before:rolling_back").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agent_crashes_after_journaling_the_rollback() {
-    agent_crash_during_rollback("after:rolling_back").await;
 }
 
 macro_rules! agent_points {
@@ -199,4 +178,22 @@ async fn new_node_crashes_after_sealing_before_acknowledging() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_node_crashes_after_acknowledging() {
     new_node_crash("receiver:after-ack").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_crashes_before_journaling_the_rollback() {
+    agent_crash_during_rollback("before:rolling_back").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_crashes_after_journaling_the_rollback() {
+    agent_crash_during_rollback("after:rolling_back").await;
+}
+
+#[test]
+fn every_rollback_point_is_covered() {
+    assert_eq!(
+        dcupgrade::crash::ROLLBACK_POINTS,
+        &["before:rolling_back", "after:rolling_back"]
+    );
 }

@@ -98,22 +98,7 @@ async fn release_whose_artifact_digest_does_not_match_is_refused() {
     let mut r: ReleaseRecord = v2.record.record.clone();
     r.artifact.as_mut().unwrap().sha256 = "00".repeat(32);
     w.lab.publish(&w.lab.sign(r).unwrap()).unwrap();
-    let s = w
-        .lab
-        .wait_for(T, "a failure", |s| {
-            s.state.as_ref().is_some_and(|st| !st.failed.is_empty())
-        })
-        .await
-        .unwrap();
-    let reason = s
-        .state
-        .unwrap()
-        .failed
-        .values()
-        .next()
-        .unwrap()
-        .reason
-        .clone();
+    let reason = w.failure_reason().await;
     assert!(reason.contains("SHA-256"), "{reason}");
     w.v1_untouched().await;
 }
@@ -130,22 +115,7 @@ async fn release_whose_bundle_measures_differently_is_refused() {
     let mut r = v2.record.record.clone();
     r.mr_enclave = other.mr_enclave.to_string();
     w.lab.publish(&w.lab.sign(r).unwrap()).unwrap();
-    let s = w
-        .lab
-        .wait_for(T, "a failure", |s| {
-            s.state.as_ref().is_some_and(|st| !st.failed.is_empty())
-        })
-        .await
-        .unwrap();
-    let reason = s
-        .state
-        .unwrap()
-        .failed
-        .values()
-        .next()
-        .unwrap()
-        .reason
-        .clone();
+    let reason = w.failure_reason().await;
     assert!(reason.contains("measures"), "{reason}");
     w.v1_untouched().await;
 }

@@ -192,13 +192,7 @@ fn run(cli: Cli) -> Result<()> {
             for k in &committee_keys {
                 CommitteeKey::parse(k)?;
             }
-            let mut pairs = Vec::new();
-            for f in files {
-                let Some((src, rel)) = f.split_once('=') else {
-                    bail!("file argument {f:?} must be SOURCE=PATH_IN_BUNDLE");
-                };
-                pairs.push((PathBuf::from(src), rel.to_string()));
-            }
+            let pairs = dc_bundle::parse_file_args(&files)?;
             let spec = BundleSpec {
                 name,
                 version,

@@ -71,6 +71,18 @@ impl World {
         }
     }
 
+    /// Waits until the agent records a failed release; returns the reason.
+    pub async fn failure_reason(&self) -> String {
+        let s = self
+            .lab
+            .wait_for(T, "a failure", |s| {
+                s.state.as_ref().is_some_and(|st| !st.failed.is_empty())
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.lab.agent_log()));
+        s.state.unwrap().failed.into_values().next().unwrap().reason
+    }
+
     /// v1 still serves, nothing was stopped, no upgrade happened.
     pub async fn v1_untouched(&self) {
         let s = self.lab.status().await.unwrap();
