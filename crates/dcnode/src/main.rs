@@ -224,7 +224,8 @@ async fn run(args: Args) -> Result<()> {
             max_pending: 16,
             authorization: evidence,
         },
-        CommitteeAuthorizer::new(committee),
+        // Keys go only to the upgrade agent, never directly to another node.
+        OnlyUpgrader(CommitteeAuthorizer::new(committee)),
     )?;
     let upgrade_app = holder_router(
         holder,
@@ -294,8 +295,9 @@ async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// A node takes keys only from the upgrade agent (committee-signed upgrader record), never
-/// from another node: a holder of any other role is refused before anything is stored.
+/// A node exchanges keys only with the upgrade agent (committee-signed upgrader record),
+/// never directly with another node: as receiver it refuses any other holder before anything
+/// is stored; as holder it gives keys to no one else.
 struct OnlyUpgrader(CommitteeAuthorizer);
 
 impl dc_handover::Authorizer for OnlyUpgrader {

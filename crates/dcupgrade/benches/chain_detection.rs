@@ -33,7 +33,7 @@ fn main() {
             let version = format!("{i}.0.0");
             let r = lab.build_node(&version, i as u16, "", &[]).expect("bundle");
             let program = DcProgramInfo {
-                origin_url: format!("file://{}", r.archive.display()).into_bytes(),
+                origin_url: lab.artifact_url(&r).into_bytes(),
                 mirror_url: Vec::new(),
                 enclave_id: r.mr_enclave.to_string().into_bytes(),
                 version: version.clone().into_bytes(),

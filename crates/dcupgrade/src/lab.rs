@@ -96,6 +96,45 @@ pub struct Lab {
     pub node_upgrade_port: u16,
     pub feed: PathBuf,
     http: reqwest::Client,
+    /// Port of the lab's artifact server (serves `DIR/artifacts` over HTTP on loopback).
+    pub artifact_port: u16,
+}
+
+/// Serves the files of `dir` (flat, no subdirectories) over HTTP/1.0 on loopback, on a
+/// thread, for as long as the process lives: the lab's stand-in for a release mirror.
+fn serve_artifacts(dir: PathBuf) -> Result<u16, String> {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let port = l.local_addr().map_err(|e| e.to_string())?.port();
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                let mut conn = conn;
+                let mut buf = [0u8; 2048];
+                let n = conn.read(&mut buf).unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]);
+                let name = req
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("/")
+                    .trim_start_matches('/');
+                let file = (!name.is_empty() && !name.contains('/') && !name.contains(".."))
+                    .then(|| std::fs::read(dir.join(name)).ok())
+                    .flatten();
+                let _ = match file {
+                    Some(b) => conn
+                        .write_all(
+                            format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", b.len())
+                                .as_bytes(),
+                        )
+                        .and_then(|_| conn.write_all(&b)),
+                    None => conn.write_all(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
+                };
+            });
+        }
+    });
+    Ok(port)
 }
 
 fn free_port() -> Result<u16, String> {
@@ -140,7 +179,9 @@ impl Lab {
             .timeout(Duration::from_secs(2))
             .build()
             .map_err(|e| e.to_string())?;
+        let artifact_port = serve_artifacts(dir.join("artifacts"))?;
         Ok(Self {
+            artifact_port,
             feed: dir.join("feed"),
             committee: CommitteeSigner::generate().map_err(|e| e.to_string())?,
             signer: SignerKey::generate().map_err(|e| e.to_string())?,
@@ -221,6 +262,16 @@ impl Lab {
             record_path,
             mr_enclave: b.mr_enclave,
         })
+    }
+
+    /// The lab's HTTP URL of a release's artifact (what a DCChain `DcProgram` names).
+    pub fn artifact_url(&self, r: &NodeRelease) -> String {
+        let name = r
+            .archive
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        format!("http://127.0.0.1:{}/{name}", self.artifact_port)
     }
 
     /// Re-signs a (possibly altered) record with the committee key.

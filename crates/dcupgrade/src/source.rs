@@ -64,10 +64,9 @@ fn url(b: &[u8], what: &str) -> Result<Option<String>, String> {
         return Ok(None);
     }
     let s = std::str::from_utf8(b).map_err(|_| format!("{what} is not UTF-8"))?;
-    if s.len() > 2048
-        || !(s.starts_with("http://") || s.starts_with("https://") || s.starts_with("file:///"))
-    {
-        return Err(format!("{what} {s:?} is not an http(s):// or file:/// URL"));
+    // The RPC node is untrusted: it may name remote URLs only, never local files.
+    if s.len() > 2048 || !(s.starts_with("http://") || s.starts_with("https://")) {
+        return Err(format!("{what} {s:?} is not an http(s):// URL"));
     }
     Ok(Some(s.to_string()))
 }
@@ -205,6 +204,15 @@ mod tests {
             &[]
         )
         .is_err());
-        assert_eq!(evaluate_chain(&obs(None, vec![entry]), &c, &[]), Ok(None));
+        assert_eq!(
+            evaluate_chain(&obs(None, vec![entry.clone()]), &c, &[]),
+            Ok(None)
+        );
+        // The chain may not point the agent at local files.
+        let mut local = program(&m, "0.2.1");
+        local.origin_url = b"file:///var/lib/dcnode/keys/x.sealed".to_vec();
+        assert!(evaluate_chain(&obs(Some(local), vec![entry]), &c, &[])
+            .unwrap_err()
+            .contains("not an http(s):// URL"));
     }
 }

@@ -13,9 +13,9 @@ use dcupgrade::lab::{Lab, NodeRelease};
 mod common;
 use common::{bins, AGENT, T};
 
-fn program(r: &NodeRelease, version: &str) -> DcProgramInfo {
+fn program(lab: &Lab, r: &NodeRelease, version: &str) -> DcProgramInfo {
     DcProgramInfo {
-        origin_url: format!("file://{}", r.archive.display()).into_bytes(),
+        origin_url: lab.artifact_url(r).into_bytes(),
         mirror_url: Vec::new(),
         enclave_id: r.mr_enclave.to_string().into_bytes(),
         version: version.as_bytes().to_vec(),
@@ -55,7 +55,7 @@ async fn chain_driven_upgrade_refuses_unsigned_ids_and_upgrades_to_a_signed_one(
     net.set_storage_and_new_block(&[
         (
             storage::dc_program_key(),
-            Some(encode::dc_program(&program(&v2, "2.0.0"))),
+            Some(encode::dc_program(&program(&lab, &v2, "2.0.0"))),
         ),
         (
             storage::enclave_ids_key(),
@@ -128,7 +128,7 @@ async fn chain_driven_upgrade_refuses_unsigned_ids_and_upgrades_to_a_signed_one(
     net.set_storage_and_new_block(&[
         (
             storage::dc_program_key(),
-            Some(encode::dc_program(&program(&v3, "9.0.0"))),
+            Some(encode::dc_program(&program(&lab, &v3, "9.0.0"))),
         ),
         (
             storage::enclave_ids_key(),
