@@ -366,6 +366,7 @@ pub async fn serve(
     use hyper_util::service::TowerToHyperService;
 
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -385,16 +386,29 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let service = TowerToHyperService::new(router.clone());
+        let mut stop = stop_rx.clone();
         tasks.spawn(async move {
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
                 .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(limits.max_connection_life, conn).await;
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = &mut conn => {}
+                _ = tokio::time::sleep(limits.max_connection_life) => {}
+                _ = stop.changed() => {
+                    // Idle keep-alive connections close now; a request in flight finishes.
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), &mut conn).await;
+                }
+            }
             drop(permit);
         });
         while tasks.try_join_next().is_some() {}
     }
+    // Free the port at once, then let open connections wind down.
+    drop(listener);
+    let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         while tasks.join_next().await.is_some() {}
     })
