@@ -70,6 +70,8 @@ pub struct AgentConfig {
     pub agent_record: Option<PathBuf>,
     /// The node release installed before the agent first ran: (bundle directory, record).
     pub initial: Option<(PathBuf, PathBuf)>,
+    /// Extra PEM root certificates for https downloads (a private mirror's CA).
+    pub download_roots: Vec<Vec<u8>>,
 }
 
 /// The chain source as operators see it.
@@ -229,8 +231,8 @@ impl Agent {
             st.agent_mr_enclave = me.mr_enclave.to_string();
             st.chain = chain.as_ref().map(|_| ChainView::default());
         }
-        let downloader =
-            Downloader::new(&cfg.state_dir.join("store")).map_err(|e| setup(e.to_string()))?;
+        let downloader = Downloader::with_roots(&cfg.state_dir.join("store"), &cfg.download_roots)
+            .map_err(|e| setup(e.to_string()))?;
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(5))

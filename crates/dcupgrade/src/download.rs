@@ -1,6 +1,7 @@
 //! Downloads release artifacts: origin first, then mirrors; streaming SHA-256; never more
 //! bytes than the record declares; a stall deadline; atomic rename into a content-addressed
-//! store (`STORE/<sha256>.tar`). `file:///` and `http://` URLs.
+//! store (`STORE/<sha256>.tar`). `file:///`, `http://` and `https://` URLs (rustls, webpki
+//! roots plus optional extra roots).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -39,18 +40,31 @@ pub struct Downloader {
 
 impl Downloader {
     pub fn new(store: &Path) -> Result<Self, DownloadError> {
+        Self::with_roots(store, &[])
+    }
+
+    /// Like [`Downloader::new`], also trusting these PEM root certificates for https (a
+    /// private mirror's CA). TLS protects the transfer only: what is installed is decided by
+    /// the signed digest and measurement, never by the certificate.
+    pub fn with_roots(store: &Path, extra_roots_pem: &[Vec<u8>]) -> Result<Self, DownloadError> {
         std::fs::create_dir_all(store).map_err(|source| DownloadError::Store {
             path: store.to_path_buf(),
             source,
         })?;
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .no_proxy()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| DownloadError::Url {
+            .connect_timeout(Duration::from_secs(10));
+        for pem in extra_roots_pem {
+            let cert = reqwest::Certificate::from_pem(pem).map_err(|e| DownloadError::Url {
                 url: "-".into(),
-                reason: e.to_string(),
+                reason: format!("extra root certificate: {e}"),
             })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().map_err(|e| DownloadError::Url {
+            url: "-".into(),
+            reason: e.to_string(),
+        })?;
         Ok(Self {
             http,
             store: store.to_path_buf(),
@@ -172,8 +186,8 @@ impl Downloader {
                 on_chunk(&buf[..n], &mut h)?;
                 out.write_all(&buf[..n]).await.map_err(|e| e.to_string())?;
             }
-        } else if url.starts_with("http://") {
-            let mut resp = self.http.get(url).send().await.map_err(|e| e.to_string())?;
+        } else if url.starts_with("http://") || url.starts_with("https://") {
+            let mut resp = self.http.get(url).send().await.map_err(|e| describe(&e))?;
             if !resp.status().is_success() {
                 return Err(format!("HTTP {}", resp.status()));
             }
@@ -183,7 +197,7 @@ impl Downloader {
             while let Some(chunk) = tokio::time::timeout(self.stall, resp.chunk())
                 .await
                 .map_err(|_| format!("no data for {:?}", self.stall))?
-                .map_err(|e| e.to_string())?
+                .map_err(|e| describe(&e))?
             {
                 on_chunk(&chunk, &mut h)?;
                 out.write_all(&chunk).await.map_err(|e| e.to_string())?;
@@ -202,4 +216,16 @@ impl Downloader {
         out.sync_all().await.map_err(|e| e.to_string())?;
         Ok(h.finalize().into())
     }
+}
+
+/// An error with its causes (reqwest's own message hides e.g. the TLS certificate problem).
+fn describe(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }

@@ -124,6 +124,9 @@ struct RunArgs {
     /// This agent's committee-signed upgrader record.
     #[arg(long)]
     agent_record: Option<PathBuf>,
+    /// Extra PEM root certificate trusted for https downloads (repeatable).
+    #[arg(long = "download-ca")]
+    download_ca: Vec<PathBuf>,
     #[arg(long, default_value_t = 500)]
     poll_ms: u64,
     #[arg(long, default_value_t = 60_000)]
@@ -239,6 +242,11 @@ async fn run(a: RunArgs) -> Result<()> {
         retry_backoff: Duration::from_millis(a.retry_backoff_ms),
         agent_record: a.agent_record,
         initial,
+        download_roots: a
+            .download_ca
+            .iter()
+            .map(|p| std::fs::read(p).with_context(|| p.display().to_string()))
+            .collect::<Result<_>>()?,
     };
     let launcher: Arc<dyn dcupgrade::launcher::Launcher> = match a.launcher {
         LauncherKind::Sim => Arc::new(SimLauncher {

@@ -178,3 +178,80 @@ async fn downloads_are_bounded_by_size_and_time_and_fail_over() {
         .collect();
     assert!(leftovers.is_empty(), "partial downloads left behind");
 }
+
+/// An https server on loopback with a certificate made for this test.
+async fn tls_server(body: Vec<u8>) -> (String, Vec<u8>) {
+    use std::sync::Arc;
+    use tokio_rustls::rustls;
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let ca_pem = ck.cert.pem().into_bytes();
+    let certs = vec![rustls::pki_types::CertificateDer::from(
+        ck.cert.der().to_vec(),
+    )];
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let (acceptor, body) = (acceptor.clone(), body.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 4096];
+                let _ = tls.read(&mut buf).await;
+                let _ = tls
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+                let _ = tls.write_all(&body).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (format!("https://127.0.0.1:{port}/dcnode.tar"), ca_pem)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_downloads_verify_the_server_and_the_digest() {
+    use sha2::Digest;
+    let body = vec![5u8; 3000];
+    let sha: [u8; 32] = sha2::Sha256::digest(&body).into();
+    let (url, ca) = tls_server(body.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A server whose certificate chains to no trusted root is refused.
+    let plain = Downloader::new(dir.path()).unwrap();
+    let e = plain
+        .fetch(&fetch(std::slice::from_ref(&url), Some(sha), 3000, true))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("UnknownIssuer"),
+        "the cause must be shown: {e}"
+    );
+    // With the mirror's CA it downloads, and the digest is still checked.
+    let d = Downloader::with_roots(dir.path(), &[ca]).unwrap();
+    let p = d
+        .fetch(&fetch(std::slice::from_ref(&url), Some(sha), 3000, true))
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(p).unwrap(), body);
+    assert!(d
+        .fetch(&fetch(&[url], Some([0; 32]), 3000, true))
+        .await
+        .is_err());
+}
