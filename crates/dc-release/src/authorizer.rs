@@ -14,6 +14,8 @@ use crate::Committee;
 
 pub struct CommitteeAuthorizer {
     committee: Committee,
+    /// The product a record of each role must name (node, upgrader), if pinned.
+    products: Option<(String, String)>,
     /// EnclaveIDs revoked by the committee.
     revoked: BTreeSet<Measurement>,
     now_secs: fn() -> u64,
@@ -30,9 +32,17 @@ impl CommitteeAuthorizer {
     pub fn new(committee: Committee) -> Self {
         Self {
             committee,
+            products: None,
             revoked: BTreeSet::new(),
             now_secs: unix_now,
         }
+    }
+
+    /// Requires node records to name `node` and upgrader records to name `upgrader` as their
+    /// product, so a signed record of another product is not mistaken for ours.
+    pub fn with_products(mut self, node: &str, upgrader: &str) -> Self {
+        self.products = Some((node.into(), upgrader.into()));
+        self
     }
 
     pub fn with_revoked(mut self, revoked: impl IntoIterator<Item = Measurement>) -> Self {
@@ -68,6 +78,18 @@ impl Authorizer for CommitteeAuthorizer {
                 "the record says ISVSVN {}, the enclave has {}",
                 v.record.isv_svn, peer.isv_svn
             )));
+        }
+        if let Some((node, upgrader)) = &self.products {
+            let want = match v.record.role {
+                Role::Node => node,
+                Role::Upgrader => upgrader,
+            };
+            if &v.record.product != want {
+                return Err(bad(format!(
+                    "the record is for product {:?}, expected {want:?}",
+                    v.record.product
+                )));
+            }
         }
         Ok(match v.record.role {
             Role::Node => PeerRole::Node(v.version),
@@ -139,6 +161,16 @@ mod tests {
             Err(AuthzError::NotAuthorized(_))
         ));
         assert!(a.authorize(&identity(7, 2), b"garbage").is_err());
+        // Pinned products: the test record says "dcnode" for both roles.
+        let pinned = CommitteeAuthorizer::new(Committee::new([s.public()], 1).unwrap())
+            .with_products("dcnode", "dcupgrade");
+        assert!(pinned
+            .authorize(&identity(7, 2), &evidence(&s, 7, 2, Role::Node))
+            .is_ok());
+        assert!(matches!(
+            pinned.authorize(&identity(7, 2), &evidence(&s, 7, 2, Role::Upgrader)),
+            Err(AuthzError::BadEvidence { .. })
+        ));
         // Revoked.
         let a = a.with_revoked([Measurement([7; 32])]);
         assert!(matches!(

@@ -171,7 +171,7 @@ async fn run(args: Args) -> Result<()> {
                 authorization: evidence.clone(),
             };
             let (ks, tee2, mre) = (&keystore, tee.clone(), me.mr_enclave);
-            let only_upgrader = OnlyUpgrader(CommitteeAuthorizer::new(committee.clone()));
+            let only_upgrader = OnlyUpgrader(CommitteeAuthorizer::new(committee.clone()).with_products(&manifest.name, "dcupgrade"));
             let armed = crash_at.clone();
             let received = receive_keys(&client, &*tee, cfg, only_upgrader, move |ring| {
                 crash_point(&armed, "receiver:before-seal");
@@ -225,7 +225,9 @@ async fn run(args: Args) -> Result<()> {
             authorization: evidence,
         },
         // Keys go only to the upgrade agent, never directly to another node.
-        OnlyUpgrader(CommitteeAuthorizer::new(committee)),
+        OnlyUpgrader(
+            CommitteeAuthorizer::new(committee).with_products(&manifest.name, "dcupgrade"),
+        ),
     )?;
     let upgrade_app = holder_router(
         holder,
