@@ -44,9 +44,18 @@ async fn handover(State(s): State<Arc<Shared>>, req: Request) -> Response {
         return StatusCode::PAYLOAD_TOO_LARGE.into_response();
     }
     let router = s.handover.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let step = match req.uri().path() {
+        dc_handover::http::PATH_HELLO => "handover:challenge-made",
+        dc_handover::http::PATH_RESPONSE => "handover:keys-made",
+        _ => "",
+    };
     match router {
         Some(r) => match r.oneshot(req).await {
-            Ok(resp) => resp,
+            Ok(resp) => {
+                // Crash injection (test builds): the message is made, not yet delivered.
+                crate::crash::point(step);
+                resp
+            }
             Err(never) => match never {},
         },
         None => (

@@ -5,7 +5,8 @@
 //! on. `dcupgrade run --crash-at NAME` makes the agent exit abruptly — `_exit`, no destructors,
 //! no flushing, as `kill -9` would — when it reaches the named point. The points are the
 //! moments right before and right after each journal transition (`before:PHASE`,
-//! `after:PHASE`) and after each side effect (see [`POINTS`]).
+//! `after:PHASE`), after each side effect, and while the agent serves the new node its
+//! challenge and its keys (see [`POINTS`]).
 
 /// Every injection point, in the order an upgrade reaches them.
 pub const POINTS: &[&str] = &[
@@ -25,6 +26,8 @@ pub const POINTS: &[&str] = &[
     "before:new_launched",
     "after:new_launched",
     "after-effect:new-node-launched",
+    "handover:challenge-made",
+    "handover:keys-made",
     "after-effect:keys-delivered",
     "before:keys_delivered",
     "after:keys_delivered",

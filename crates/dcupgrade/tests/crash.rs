@@ -104,6 +104,8 @@ agent_points! {
     agent_before_new_launched => "before:new_launched",
     agent_after_new_launched => "after:new_launched",
     agent_after_new_node_launched => "after-effect:new-node-launched",
+    agent_serving_the_challenge => "handover:challenge-made",
+    agent_serving_the_keys => "handover:keys-made",
     agent_after_keys_delivered => "after-effect:keys-delivered",
     agent_before_keys_delivered => "before:keys_delivered",
     agent_after_keys_delivered_journaled => "after:keys_delivered",
