@@ -146,6 +146,11 @@ async fn session(
     if !observe(&client, endpoint, tx, last_hash).await? {
         return Ok(());
     }
+    // An interval, not a sleep re-created every loop: notifications (even undecodable ones)
+    // arriving faster than the poll period must not starve the fallback poll.
+    let mut poll = tokio::time::interval(cfg.poll_interval);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    poll.tick().await;
     loop {
         tokio::select! {
             n = sub.next() => match n {
@@ -156,7 +161,7 @@ async fn session(
                 }
                 None => return Err(format!("subscription ended: {:?}", sub.close_reason())),
             },
-            _ = tokio::time::sleep(cfg.poll_interval) => debug!(endpoint, "periodic poll"),
+            _ = poll.tick() => debug!(endpoint, "periodic poll"),
         }
         let since = last_observed.elapsed();
         if since < cfg.min_interval {

@@ -114,3 +114,51 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), KeystoreError> {
         .and_then(|d| d.sync_all())
         .map_err(io(dir))
 }
+
+/// An exclusive lock on a data directory, held for the life of the node: two nodes must
+/// never run on one data directory (two enclaves with one identity serving at once).
+pub struct DataDirLock(#[allow(dead_code)] fs::File);
+
+impl DataDirLock {
+    pub fn acquire(data_dir: &Path) -> Result<Self, KeystoreError> {
+        use std::os::fd::AsRawFd;
+        let path = data_dir.join(".lock");
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        // SAFETY: flock(2) on a file descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(KeystoreError::Io {
+                path,
+                source: std::io::Error::other("another node is running on this data directory"),
+            });
+        }
+        Ok(Self(f))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_directory_takes_one_node_at_a_time() {
+        let t = tempfile::tempdir().unwrap();
+        let first = DataDirLock::acquire(t.path()).unwrap();
+        let second = DataDirLock::acquire(t.path());
+        assert!(second.is_err(), "two nodes on one data directory");
+        assert!(second
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("another node is running"));
+        drop(first);
+        assert!(
+            DataDirLock::acquire(t.path()).is_ok(),
+            "the lock goes with the node"
+        );
+    }
+}

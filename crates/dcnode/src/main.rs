@@ -58,6 +58,17 @@ struct Args {
     test_key_seed: Option<String>,
 }
 
+/// The value following `flag` in the measured manifest arguments, if any: test-only flags
+/// count only when the measured manifest itself carries them with exactly this value (under
+/// Gramine the host supplies argv, so presence alone would let it pick the value).
+fn measured_value<'a>(manifest_args: &'a [String], flag: &str) -> Option<&'a str> {
+    manifest_args
+        .iter()
+        .position(|a| a == flag)
+        .and_then(|i| manifest_args.get(i + 1))
+        .map(String::as_str)
+}
+
 /// Exits abruptly (as `kill -9` would) if `point` is the armed crash point.
 fn crash_point(armed: &Option<String>, point: &str) {
     if armed.as_deref() == Some(point) {
@@ -124,28 +135,33 @@ async fn run(args: Args) -> Result<()> {
     };
     info!(version = %version, mrenclave = %me.mr_enclave, "dcnode starting");
     tracing::trace!("dcnode trace logging is on");
-    let fault = args
-        .fault
-        .filter(|_| manifest.args.iter().any(|a| a == "--fault"));
+    let fault = args.fault.filter(|f| {
+        measured_value(&manifest.args, "--fault")
+            == clap::ValueEnum::to_possible_value(f)
+                .as_ref()
+                .map(|v| v.get_name())
+    });
     if args.fault.is_some() && fault.is_none() {
         bail!("--fault is only accepted from the measured manifest");
     }
     let key_seed = args
         .test_key_seed
         .clone()
-        .filter(|_| manifest.args.iter().any(|a| a == "--test-key-seed"));
+        .filter(|v| measured_value(&manifest.args, "--test-key-seed") == Some(v.as_str()));
     if args.test_key_seed.is_some() && key_seed.is_none() {
         bail!("--test-key-seed is only accepted from the measured manifest");
     }
     let crash_at = args
         .crash_at
         .clone()
-        .filter(|_| manifest.args.iter().any(|a| a == "--crash-at"));
+        .filter(|v| measured_value(&manifest.args, "--crash-at") == Some(v.as_str()));
     if args.crash_at.is_some() && crash_at.is_none() {
         bail!("--crash-at is only accepted from the measured manifest");
     }
 
     std::fs::create_dir_all(&args.data).with_context(|| args.data.display().to_string())?;
+    // Held until exit: no second node on this data directory, whatever a launcher does.
+    let _lock = dcnode::keystore::DataDirLock::acquire(&args.data)?;
     let keystore = Keystore::new(&args.data);
     let situation = Situation {
         own_sealed: keystore.path_for(&me.mr_enclave).exists(),

@@ -136,6 +136,8 @@ impl Authorizer for Pinned {
 }
 
 pub struct Agent {
+    /// Exclusive lock on the state directory: one agent per state directory.
+    _lock: std::fs::File,
     cfg: AgentConfig,
     tee: Arc<dyn Tee>,
     committee: Committee,
@@ -204,6 +206,25 @@ impl Agent {
                 .map_err(io(cfg.state_dir.join(d).display()))
                 .map_err(setup)?;
         }
+        let lock = {
+            use std::os::fd::AsRawFd;
+            let path = cfg.state_dir.join(".lock");
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(io(path.display()))
+                .map_err(setup)?;
+            // SAFETY: flock(2) on a file descriptor we own.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                return Err(setup(format!(
+                    "another agent is running on {}",
+                    cfg.state_dir.display()
+                )));
+            }
+            f
+        };
         let evidence = match &cfg.agent_record {
             Some(p) => std::fs::read(p).map_err(io(p.display())).map_err(setup)?,
             None => Vec::new(),
@@ -239,6 +260,7 @@ impl Agent {
             .build()
             .map_err(|e| setup(e.to_string()))?;
         let mut agent = Self {
+            _lock: lock,
             cfg,
             tee,
             committee,
@@ -418,12 +440,19 @@ impl Agent {
         Ok(())
     }
 
-    async fn stop_node(&mut self) {
+    /// Stops the node; `false` if its exit could not be confirmed (it is then still tracked).
+    async fn stop_node(&mut self) -> bool {
         self.node_ready = false;
+        let mut confirmed = true;
         if let Some(mut n) = self.node.take() {
-            n.stop(self.cfg.stop_grace).await;
+            confirmed = n.stop(self.cfg.stop_grace).await;
+            if !confirmed {
+                error!("the node's exit could not be confirmed");
+                self.node = Some(n);
+            }
         }
         self.publish_status();
+        confirmed
     }
 
     /// Starts the current node and waits until it serves.
@@ -524,6 +553,8 @@ impl Agent {
                 });
             }
             ChainEvent::Syncing { endpoint } => {
+                // Never act on chain data while the node syncs, not even on older data.
+                self.chain_latest = None;
                 self.update_chain_view(|c| c.syncing = true);
                 warn!(%endpoint, "DCChain node is syncing; waiting");
             }
@@ -720,14 +751,19 @@ impl Agent {
         if let Err(e) = self.enter(Phase::OldStopped, "stopping the old node") {
             return self.give_up(e);
         }
-        self.stop_node().await;
+        if !self.stop_node().await {
+            // The old node may still serve: never start the new one beside it.
+            return self.give_up(
+                "the old node did not confirm its exit; the new one was not started".into(),
+            );
+        }
         crate::crash::point("after-effect:old-node-stopped");
         self.state.mark("old_node_exited", now_ms(), "");
 
-        let mut deliveries = self.arm_handover(ring, &c);
         if let Err(e) = self.enter(Phase::NewLaunched, "") {
             return self.rollback(e).await;
         }
+        let mut deliveries = self.arm_handover(ring, &c);
         if let Err(e) = self.start_node(&target, true).await {
             return self
                 .rollback(format!("launching the new node failed: {e}"))
@@ -877,11 +913,20 @@ impl Agent {
             .map_err(|e| e.to_string())?;
         let mre = c.mr_enclave.to_string();
         let final_dir = self.cfg.state_dir.join("bundles").join(&mre);
+        if final_dir.exists()
+            && Bundle::open(&final_dir)
+                .map(|b| b.mr_enclave != c.mr_enclave)
+                .unwrap_or(true)
+        {
+            warn!(dir = %final_dir.display(), "stored bundle no longer verifies; unpacking it again");
+            std::fs::remove_dir_all(&final_dir).map_err(io(final_dir.display()))?;
+        }
         if !final_dir.exists() {
             let tmp = self
                 .cfg
                 .state_dir
-                .join("bundles")
+                // Unverified content is unpacked outside `bundles/`, where launchers run from.
+                .join("store")
                 .join(format!(".unpack-{}", now_ms()));
             let f = std::fs::File::open(&archive).map_err(io(archive.display()))?;
             let unpacked = dc_bundle::archive::unpack(std::io::BufReader::new(f), &tmp);
@@ -911,6 +956,12 @@ impl Agent {
                 "the bundle measures {} but the committee signed {}",
                 bundle.mr_enclave, c.mr_enclave
             ));
+        }
+        if matches!(bundle.kind, dc_bundle::BundleKind::Gramine(_)) && c.record_json.is_none() {
+            // A Gramine bundle's enclave.toml is not what its MRENCLAVE measures, so its
+            // version is not authenticated by the measurement: only a committee-signed record
+            // may vouch for it.
+            return Err("a Gramine bundle needs a committee-signed release record (its version is not measured); the chain's EnclaveIds entry alone is not enough".into());
         }
         if bundle.manifest.name != PRODUCT {
             return Err(format!(

@@ -114,7 +114,9 @@ async fn handle(cfg: &BrokerConfig, conn: TcpStream) -> Result<(), String> {
         .process_group(0)
         .spawn()
         .map_err(|e| format!("starting {}: {e}", launcher.gramine_bin.display()))?;
-    let pid = child.id().unwrap_or(0);
+    let pid = child
+        .id()
+        .ok_or("the node exited before it could be tracked")?;
     info!(bundle = %bundle.display(), pid, "launched");
     let (tx, mut events) = tokio::sync::mpsc::channel::<Event>(64);
     let _ = tx
@@ -167,7 +169,8 @@ async fn handle(cfg: &BrokerConfig, conn: TcpStream) -> Result<(), String> {
     let mut gone = [0u8; 1];
     let status = loop {
         tokio::select! {
-            ev = events.recv() => if let Some(ev) = ev {
+            // `Some` only: once both pipes are closed, this branch is disabled (no busy loop).
+            Some(ev) = events.recv() => {
                 let _ = write_frame(&mut wr, &ev.encode()).await;
             },
             // The agent closed its side (stop requested, or it died): stop the node.
@@ -182,6 +185,9 @@ async fn handle(cfg: &BrokerConfig, conn: TcpStream) -> Result<(), String> {
     while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(100), events.recv()).await {
         let _ = write_frame(&mut wr, &ev.encode()).await;
     }
+    // Whatever the node left in its process group goes with it.
+    // SAFETY: kill(2) on the group our child led; pid is non-zero here.
+    unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
     let code = status.and_then(|s| s.code()).unwrap_or(137);
     info!(pid, code, "node exited");
     let _ = write_frame(&mut wr, &Event::Exited(code).encode()).await;

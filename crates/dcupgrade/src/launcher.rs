@@ -14,6 +14,9 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+/// How much longer than its own grace the agent waits for the broker to report a stop.
+pub const REMOTE_STOP_MARGIN: Duration = Duration::from_secs(15);
+
 /// The line a node prints on stdout once it serves.
 pub const READY_PREFIX: &str = "dcnode ready";
 
@@ -92,19 +95,30 @@ pub fn gramine_app(bundle: &Path) -> Result<String, LaunchError> {
 impl Launcher for GramineLauncher {
     fn launch(&self, bundle: &Path, args: &[String]) -> Result<NodeProcess, LaunchError> {
         let app = gramine_app(bundle)?;
-        let child = Command::new(&self.gramine_bin)
-            .arg(&app)
+        let mut cmd = Command::new(&self.gramine_bin);
+        cmd.arg(&app)
             .args(args)
             .current_dir(bundle)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| LaunchError::Spawn {
-                what: format!("{} in {}", self.gramine_bin.display(), bundle.display()),
-                source,
-            })?;
+            .process_group(0);
+        // If the agent dies (even by SIGKILL), its node is told to stop: never a node left
+        // running that a restarted agent does not know about.
+        // SAFETY: prctl(2) is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|source| LaunchError::Spawn {
+            what: format!("{} in {}", self.gramine_bin.display(), bundle.display()),
+            source,
+        })?;
         Ok(NodeProcess::watch(child))
     }
 }
@@ -145,7 +159,9 @@ enum Proc {
     /// an event.
     Remote {
         stop: Option<tokio::net::tcp::OwnedWriteHalf>,
-        exit: watch::Receiver<Option<i32>>,
+        /// `Ok(code)`: the broker reported the exit; `Err`: the connection was lost, so the
+        /// node's fate is unknown.
+        exit: watch::Receiver<Option<Result<i32, String>>>,
     },
 }
 
@@ -201,17 +217,19 @@ impl NodeProcess {
                             info!(target: "node", "{}", String::from_utf8_lossy(&d).trim_end())
                         }
                         Ok(Event::Started { pid, .. }) => info!(pid, "the broker started the node"),
-                        Ok(Event::Exited(c)) => break c,
+                        Ok(Event::Exited(c)) => break Ok(c),
                         Ok(Event::Error(m)) => {
                             warn!("the launch broker refused: {m}");
-                            break -1;
+                            break Err(format!("the broker refused: {m}"));
                         }
                         Err(e) => {
                             warn!("garbage from the launch broker: {e}");
-                            break -1;
+                            break Err(format!("garbage from the broker: {e}"));
                         }
                     },
-                    Ok(None) | Err(_) => break -1,
+                    Ok(None) | Err(_) => {
+                        break Err("lost the connection to the launch broker".into())
+                    }
                 }
             };
             let _ = exit_tx.send(Some(code));
@@ -241,8 +259,11 @@ impl NodeProcess {
                 .map(|s| s.to_string())
                 .unwrap_or_else(|e| e.to_string()),
             Proc::Remote { exit, .. } => loop {
-                if let Some(code) = *exit.borrow() {
-                    return format!("exit code {code}");
+                if let Some(r) = exit.borrow().clone() {
+                    return match r {
+                        Ok(code) => format!("exit code {code}"),
+                        Err(e) => e,
+                    };
                 }
                 if exit.changed().await.is_err() {
                     return "lost the launch broker".into();
@@ -278,15 +299,23 @@ impl NodeProcess {
     pub fn exited(&mut self) -> Option<String> {
         match &mut self.proc {
             Proc::Local(c) => c.try_wait().ok().flatten().map(|s| s.to_string()),
-            Proc::Remote { exit, .. } => exit.borrow().map(|c| format!("exit code {c}")),
+            Proc::Remote { exit, .. } => exit.borrow().clone().map(|r| match r {
+                Ok(c) => format!("exit code {c}"),
+                Err(e) => e,
+            }),
         }
     }
 
-    /// Asks the node to stop and waits up to `grace` for it to exit (the launcher returns only
-    /// after the enclave is gone); kills it after that.
-    pub async fn stop(&mut self, grace: Duration) {
-        if self.exited().is_some() {
-            return;
+    /// Asks the node to stop and waits for its exit: `grace`, then a kill (local), or the
+    /// broker's own stop deadline (remote). Returns whether the exit is *confirmed*; `false`
+    /// means the node may still run, and nothing may be started in its place.
+    pub async fn stop(&mut self, grace: Duration) -> bool {
+        if let Proc::Remote { exit, .. } = &self.proc {
+            if let Some(r) = exit.borrow().clone() {
+                return r.is_ok();
+            }
+        } else if self.exited().is_some() {
+            return true;
         }
         match &mut self.proc {
             Proc::Local(c) => {
@@ -294,19 +323,24 @@ impl NodeProcess {
                     // SAFETY: kill(2) on our own child process.
                     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
                 }
+                if tokio::time::timeout(grace, c.wait()).await.is_err() {
+                    warn!("node did not stop within {grace:?}; killing it");
+                    let _ = c.kill().await;
+                }
+                true
             }
-            Proc::Remote { stop, .. } => {
+            Proc::Remote { stop, exit } => {
                 if let Some(mut w) = stop.take() {
                     let _ = tokio::io::AsyncWriteExt::shutdown(&mut w).await;
-                    // Keep the half open until the exit is known: dropping it is fine too.
                     drop(w);
                 }
-            }
-        }
-        if tokio::time::timeout(grace, self.wait_exit()).await.is_err() {
-            warn!("node did not stop within {grace:?}; killing it");
-            if let Proc::Local(c) = &mut self.proc {
-                let _ = c.kill().await;
+                // The broker gives the node its own grace, then kills it and reports the exit.
+                let confirmed = tokio::time::timeout(
+                    grace + REMOTE_STOP_MARGIN,
+                    exit.wait_for(|e| e.is_some()),
+                )
+                .await;
+                matches!(confirmed, Ok(Ok(r)) if matches!(*r, Some(Ok(_))))
             }
         }
     }
