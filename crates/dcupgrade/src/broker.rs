@@ -59,6 +59,31 @@ pub struct BrokerConfig {
     /// Only bundles under this directory are launched.
     pub bundles_root: PathBuf,
     pub stop_grace: Duration,
+    /// Local users allowed to use the broker (the agent's). Empty: only the broker's own user.
+    pub allowed_uids: Vec<u32>,
+}
+
+/// The uid owning the TCP socket at `peer` connected to `local`, from `/proc/net/tcp`
+/// (IPv4 loopback only).
+pub fn peer_uid(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
+    let hex = |a: SocketAddr| -> Option<String> {
+        let std::net::SocketAddr::V4(v4) = a else {
+            return None;
+        };
+        Some(format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(v4.ip().octets()),
+            v4.port()
+        ))
+    };
+    let (p, l) = (hex(peer)?, hex(local)?);
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.len() > 7 && f[1] == p && f[2] == l)
+            .then(|| f[7].parse().ok())
+            .flatten()
+    })
 }
 
 /// Serves launch requests until the process is stopped.
@@ -70,6 +95,24 @@ pub async fn serve(cfg: BrokerConfig, listener: TcpListener) {
         };
         if !peer.ip().is_loopback() {
             warn!(%peer, "refused a non-loopback connection");
+            continue;
+        }
+        // Only the agent's user may start and stop nodes.
+        let allowed = if cfg.allowed_uids.is_empty() {
+            // SAFETY: getuid(2) cannot fail.
+            vec![unsafe { libc::getuid() }]
+        } else {
+            cfg.allowed_uids.clone()
+        };
+        let uid = conn.local_addr().ok().and_then(|l| peer_uid(peer, l));
+        if !uid.is_some_and(|u| allowed.contains(&u)) {
+            warn!(%peer, ?uid, "refused a connection from a user that may not launch nodes");
+            let mut conn = conn;
+            let _ = write_frame(
+                &mut conn,
+                &Event::Error("this user may not use the launch broker".into()).encode(),
+            )
+            .await;
             continue;
         }
         let cfg = cfg.clone();

@@ -440,6 +440,14 @@ mod tests {
     }
 
     async fn broker(root: &Path, fake: PathBuf) -> std::net::SocketAddr {
+        broker_for(root, fake, vec![]).await
+    }
+
+    async fn broker_for(
+        root: &Path,
+        fake: PathBuf,
+        allowed_uids: Vec<u32>,
+    ) -> std::net::SocketAddr {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let cfg = crate::broker::BrokerConfig {
@@ -447,6 +455,7 @@ mod tests {
             gramine_bin: fake,
             bundles_root: root.to_path_buf(),
             stop_grace: Duration::from_secs(5),
+            allowed_uids,
         };
         tokio::spawn(crate::broker::serve(cfg, l));
         addr
@@ -508,5 +517,21 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn broker_serves_only_allowed_users() {
+        let t = tempfile::tempdir().unwrap();
+        let (bundle, fake) = setup(t.path());
+        // SAFETY: getuid(2) cannot fail.
+        let me = unsafe { libc::getuid() };
+        let addr = broker_for(t.path(), fake, vec![me.wrapping_add(1)]).await;
+        let mut p = BrokerLauncher { addr }.launch(&bundle, &[]).unwrap();
+        let e = p.wait_ready(Duration::from_secs(10)).await.unwrap_err();
+        assert!(
+            e.to_string().contains("may not use the launch broker"),
+            "{e}"
+        );
+        assert!(!t.path().join("calls").exists(), "nothing was started");
     }
 }

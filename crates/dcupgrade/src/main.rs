@@ -61,6 +61,10 @@ enum Cmd {
         /// Only bundles under this directory are launched (the agent's `STATE/bundles`).
         #[arg(long)]
         bundles_root: PathBuf,
+        /// A local user id allowed to use the broker (repeatable; the agent's user).
+        /// Default: only the broker's own user.
+        #[arg(long = "allow-uid")]
+        allow_uid: Vec<u32>,
     },
     /// Read DCChain once: the finalized block, DcProgram, every EnclaveIds entry with whether
     /// its signature verifies, and what the agent would decide.
@@ -181,6 +185,7 @@ fn main() -> std::process::ExitCode {
                 listen,
                 gramine_bin,
                 bundles_root,
+                allow_uid,
             } => {
                 if !listen.ip().is_loopback() {
                     bail!("the launch broker listens on loopback only");
@@ -193,6 +198,7 @@ fn main() -> std::process::ExitCode {
                     gramine_bin,
                     bundles_root,
                     stop_grace: Duration::from_secs(10),
+                    allowed_uids: allow_uid,
                 };
                 dcupgrade::broker::serve(cfg, l).await;
                 Ok(())
