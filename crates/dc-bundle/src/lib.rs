@@ -275,6 +275,37 @@ fn sigstruct_message(mr_enclave: &Measurement) -> Vec<u8> {
     [SIGSTRUCT_DOMAIN, &mr_enclave.0].concat()
 }
 
+/// Reads a secret key file: 64 hex characters of a 32-byte seed, refused if group or others
+/// can read it. Shared by every key file of the project (signer and committee keys).
+pub fn read_secret_seed(path: &Path) -> Result<Zeroizing<[u8; 32]>, BundleError> {
+    let meta = fs::metadata(path).map_err(io_err(path))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(BundleError::Key(format!(
+            "{} is readable by group or others; run: chmod 600 {}",
+            path.display(),
+            path.display()
+        )));
+    }
+    let text = Zeroizing::new(fs::read_to_string(path).map_err(io_err(path))?);
+    let mut seed = Zeroizing::new([0u8; 32]);
+    hex::decode_to_slice(text.trim(), seed.as_mut())
+        .map_err(|_| BundleError::Key(format!("{}: expected 64 hex characters", path.display())))?;
+    Ok(seed)
+}
+
+/// Writes a secret key file (hex seed) with mode 0600, fsync'd; never overwrites.
+pub fn write_secret_seed(path: &Path, seed: &[u8; 32]) -> Result<(), BundleError> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err(path))?;
+    f.write_all(Zeroizing::new(hex::encode(seed)).as_bytes())
+        .map_err(io_err(path))?;
+    f.sync_all().map_err(io_err(path))
+}
+
 /// The enclave signer's key (the analogue of the RSA key that signs a SIGSTRUCT).
 pub struct SignerKey(SigningKey);
 
@@ -294,33 +325,12 @@ impl SignerKey {
     /// Reads a key file (64 hex characters of the Ed25519 seed). Refuses a file that group or
     /// others can read.
     pub fn load(path: &Path) -> Result<Self, BundleError> {
-        let meta = fs::metadata(path).map_err(io_err(path))?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            return Err(BundleError::Key(format!(
-                "{} is readable by group or others; run: chmod 600 {}",
-                path.display(),
-                path.display()
-            )));
-        }
-        let text = Zeroizing::new(fs::read_to_string(path).map_err(io_err(path))?);
-        let mut seed = Zeroizing::new([0u8; 32]);
-        hex::decode_to_slice(text.trim(), seed.as_mut()).map_err(|_| {
-            BundleError::Key(format!("{}: expected 64 hex characters", path.display()))
-        })?;
-        Ok(Self(SigningKey::from_bytes(&seed)))
+        Ok(Self(SigningKey::from_bytes(&*read_secret_seed(path)?)))
     }
 
     /// Writes the key file with mode 0600; refuses to overwrite.
     pub fn save(&self, path: &Path) -> Result<(), BundleError> {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io_err(path))?;
-        let text = Zeroizing::new(hex::encode(self.0.to_bytes()));
-        f.write_all(text.as_bytes()).map_err(io_err(path))?;
-        f.sync_all().map_err(io_err(path))
+        write_secret_seed(path, &self.0.to_bytes())
     }
 
     pub fn public(&self) -> VerifyingKey {

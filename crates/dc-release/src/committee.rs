@@ -65,44 +65,15 @@ impl CommitteeSigner {
 
     /// Reads a secret key file (64 hex characters); refuses one readable by group or others.
     pub fn load(path: &std::path::Path) -> Result<Self, ReleaseError> {
-        use std::os::unix::fs::PermissionsExt;
-        let io = |source| ReleaseError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(ReleaseError::Key(format!(
-                "{} is readable by group or others; run: chmod 600 {}",
-                path.display(),
-                path.display()
-            )));
-        }
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
-        let mut seed = Zeroizing::new([0u8; 32]);
-        hex::decode_to_slice(text.trim(), seed.as_mut()).map_err(|_| {
-            ReleaseError::Key(format!("{}: expected 64 hex characters", path.display()))
-        })?;
+        let seed =
+            dc_bundle::read_secret_seed(path).map_err(|e| ReleaseError::Key(e.to_string()))?;
         Ok(Self(SigningKey::from_bytes(&seed)))
     }
 
     /// Writes the secret key (mode 0600, never overwriting).
     pub fn save(&self, path: &std::path::Path) -> Result<(), ReleaseError> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let io = |source| ReleaseError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io)?;
-        f.write_all(Zeroizing::new(hex::encode(self.0.to_bytes())).as_bytes())
-            .map_err(io)?;
-        f.sync_all().map_err(io)
+        dc_bundle::write_secret_seed(path, &self.0.to_bytes())
+            .map_err(|e| ReleaseError::Key(e.to_string()))
     }
 
     pub fn public(&self) -> CommitteeKey {

@@ -125,19 +125,13 @@ async fn lower_version_is_refused() {
     let w = world().await;
     let old = w.lab.build_node("0.9.0", 1, "", &[]).unwrap();
     w.lab.publish(&old.record).unwrap();
-    let s = w
-        .lab
-        .wait_for(T, "a refusal", |s| {
-            s.refused.iter().any(|r| r.contains("0.9.0"))
-        })
-        .await
-        .unwrap();
+    let refused = w.refusals_matching("0.9.0").await;
     assert!(
-        s.refused
+        refused
             .iter()
             .any(|r| r.contains("lower than the highest version")),
         "{:?}",
-        s.refused
+        refused
     );
     w.v1_untouched().await;
 }
@@ -209,19 +203,13 @@ async fn revoked_release_is_refused() {
         .revoke(&v2.mr_enclave, "key extraction bug in 2.0.0")
         .unwrap();
     w.lab.publish(&v2.record).unwrap();
-    let s = w
-        .lab
-        .wait_for(T, "a refusal", |s| {
-            s.refused.iter().any(|r| r.contains("revoked"))
-        })
-        .await
-        .unwrap();
+    let refused = w.refusals_matching("revoked").await;
     assert!(
-        s.refused
+        refused
             .iter()
             .any(|r| r.contains(&v2.mr_enclave.to_string())),
         "{:?}",
-        s.refused
+        refused
     );
     // The revocation is journaled: removing the file from the feed does not lift it.
     let j = w.lab.journal().unwrap().unwrap();

@@ -71,6 +71,16 @@ impl World {
         }
     }
 
+    /// Waits until the agent reports a refusal mentioning `needle`; returns all refusals.
+    pub async fn refusals_matching(&self, needle: &str) -> Vec<String> {
+        let n = needle.to_string();
+        self.lab
+            .wait_for(T, needle, move |s| s.refused.iter().any(|r| r.contains(&n)))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.lab.agent_log()))
+            .refused
+    }
+
     /// Waits until the agent records a failed release; returns the reason.
     pub async fn failure_reason(&self) -> String {
         let s = self
