@@ -12,11 +12,13 @@ pub struct LocalFeed {
     dir: PathBuf,
 }
 
-/// A valid record and the file it is in.
+/// A valid record, the file it is in, and the file's bytes as signed (what a node presents
+/// as evidence).
 #[derive(Debug, Clone)]
 pub struct FeedEntry {
     pub record: VerifiedRecord,
     pub path: PathBuf,
+    pub json: Vec<u8>,
 }
 
 /// What a scan of the feed found.
@@ -114,7 +116,11 @@ impl LocalFeed {
             let checked = SignedRecord::parse(&bytes).and_then(|r| r.verify(committee, now_secs));
             match checked {
                 Ok(v) if v.record.product == product && v.record.role == Role::Node => {
-                    scan.valid.push(FeedEntry { record: v, path: p })
+                    scan.valid.push(FeedEntry {
+                        record: v,
+                        path: p,
+                        json: bytes.clone(),
+                    })
                 }
                 Ok(_) => {}
                 Err(e) => scan.refused.push((p, e.to_string())),
@@ -127,17 +133,10 @@ impl LocalFeed {
 }
 
 fn read_limited(p: &Path) -> Result<Vec<u8>, ReleaseError> {
-    use std::io::Read;
-    let f = std::fs::File::open(p).map_err(|source| ReleaseError::Io {
-        path: p.to_path_buf(),
-        source,
-    })?;
-    let mut b = Vec::new();
-    f.take(crate::record::MAX_RECORD_BYTES as u64 + 1)
-        .read_to_end(&mut b)
-        .map_err(|source| ReleaseError::Io {
+    dc_tee::read_limited(p, crate::record::MAX_RECORD_BYTES as u64).map_err(|source| {
+        ReleaseError::Io {
             path: p.to_path_buf(),
             source,
-        })?;
-    Ok(b)
+        }
+    })
 }

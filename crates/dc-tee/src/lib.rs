@@ -85,7 +85,8 @@ fn open_sgx() -> Result<Opened, TeeError> {
             "{MEASURED_CONFIG_ENV} is not set in the Gramine manifest's loader.env"
         ))
     })?;
-    let measured_config = read_limited(std::path::Path::new(&path), 64 * 1024)?;
+    let measured_config = read_limited(std::path::Path::new(&path), 64 * 1024)
+        .map_err(|e| TeeError::Unavailable(format!("{path}: {e}")))?;
     Ok(Opened {
         tee: std::sync::Arc::new(tee),
         measured_config,
@@ -103,19 +104,20 @@ fn open_sim() -> Result<Opened, TeeError> {
     })
 }
 
-fn read_limited(p: &std::path::Path, limit: u64) -> Result<Vec<u8>, TeeError> {
+/// Reads a file of at most `limit` bytes; a larger one is an `InvalidData` error, never a
+/// large allocation. Every file the host can write (records, journals, sealed blobs,
+/// configuration) is read through this.
+pub fn read_limited(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
-    let f = std::fs::File::open(p)
-        .map_err(|e| TeeError::Unavailable(format!("{}: {e}", p.display())))?;
     let mut b = Vec::new();
-    f.take(limit + 1)
-        .read_to_end(&mut b)
-        .map_err(|e| TeeError::Unavailable(format!("{}: {e}", p.display())))?;
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_end(&mut b)?;
     if b.len() as u64 > limit {
-        return Err(TeeError::Unavailable(format!(
-            "{} is larger than {limit} bytes",
-            p.display()
-        )));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} is larger than {limit} bytes", path.display()),
+        ));
     }
     Ok(b)
 }

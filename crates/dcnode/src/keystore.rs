@@ -63,7 +63,11 @@ impl Keystore {
     /// Unseals this enclave's own keyring, if it has one.
     pub fn load(&self, tee: &dyn Tee, me: &Measurement) -> Result<Option<Keyring>, KeystoreError> {
         let path = self.path_for(me);
-        let blob = match fs::read(&path) {
+        // A keyring blob is small; a larger file is not ours and is not read into memory.
+        let limit = (dc_handover::keyring::MAX_ENCODED_LEN
+            + dc_tee::seal::HEADER_LEN
+            + dc_tee::seal::TAG_LEN) as u64;
+        let blob = match dc_tee::read_limited(&path, limit) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io(&path)(e)),

@@ -130,7 +130,8 @@ async fn run(args: Args) -> Result<()> {
         .context("trust roots in the measured manifest")?;
     let me = tee.identity()?;
     let evidence = match &args.release_record {
-        Some(p) => std::fs::read(p).with_context(|| format!("release record {}", p.display()))?,
+        Some(p) => dc_tee::read_limited(p, dc_release::record::MAX_RECORD_BYTES as u64)
+            .with_context(|| format!("release record {}", p.display()))?,
         None => Vec::new(),
     };
     info!(version = %version, mrenclave = %me.mr_enclave, "dcnode starting");

@@ -100,11 +100,17 @@ impl ObjectStore {
         if !valid_name(name) {
             return Err(StoreError::BadName);
         }
-        let raw = match fs::read(self.dir.join(name)) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::NotFound),
-            Err(e) => return Err(StoreError::Io(e.to_string())),
-        };
+        let raw =
+            match dc_tee::read_limited(&self.dir.join(name), (MAX_OBJECT_BYTES + 12 + 16) as u64) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(StoreError::NotFound)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    return Err(StoreError::Corrupt(name.into()))
+                }
+                Err(e) => return Err(StoreError::Io(e.to_string())),
+            };
         if raw.len() < 12 + 16 {
             return Err(StoreError::Corrupt(name.into()));
         }

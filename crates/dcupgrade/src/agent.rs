@@ -226,7 +226,9 @@ impl Agent {
             f
         };
         let evidence = match &cfg.agent_record {
-            Some(p) => std::fs::read(p).map_err(io(p.display())).map_err(setup)?,
+            Some(p) => dc_tee::read_limited(p, dc_release::record::MAX_RECORD_BYTES as u64)
+                .map_err(io(p.display()))
+                .map_err(setup)?,
             None => Vec::new(),
         };
         let journal = Journal::new(&cfg.state_dir.join("journal"));
@@ -289,8 +291,11 @@ impl Agent {
         bundle: &Path,
         record: &Path,
     ) -> Result<(Release, u16), String> {
-        let signed = SignedRecord::parse(&std::fs::read(record).map_err(io(record.display()))?)
-            .map_err(|e| e.to_string())?;
+        let signed = SignedRecord::parse(
+            &dc_tee::read_limited(record, dc_release::record::MAX_RECORD_BYTES as u64)
+                .map_err(io(record.display()))?,
+        )
+        .map_err(|e| e.to_string())?;
         let v = signed
             .verify(committee, now_ms() / 1000)
             .map_err(|e| format!("initial record: {e}"))?;
@@ -606,16 +611,11 @@ impl Agent {
                         self.state.revoked.extend(new);
                         let _ = self.save();
                     }
-                    for v in &scan.valid {
-                        let Some(json) = std::fs::read(&v.path)
-                            .ok()
-                            .filter(|b| b.len() <= dc_release::record::MAX_RECORD_BYTES)
-                        else {
-                            continue;
-                        };
+                    for v in scan.valid {
+                        // The bytes the scan verified, not a second read of the file.
                         if let Some(c) = Candidate::from_record(
                             &v.record,
-                            json,
+                            v.json,
                             format!("feed {}", v.path.display()),
                         ) {
                             out.push(c);

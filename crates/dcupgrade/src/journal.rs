@@ -187,18 +187,18 @@ impl Journal {
             path: self.path.clone(),
             source,
         };
-        let bytes = match std::fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io(e)),
-        };
         let corrupt = |reason: &str| JournalError::Corrupt {
             path: self.path.clone(),
             reason: reason.into(),
         };
-        if bytes.len() as u64 > MAX_JOURNAL_BYTES {
-            return Err(corrupt("too large"));
-        }
+        let bytes = match dc_tee::read_limited(&self.path, MAX_JOURNAL_BYTES) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(corrupt("too large"))
+            }
+            Err(e) => return Err(io(e)),
+        };
         let nl = bytes
             .iter()
             .position(|&b| b == b'\n')
@@ -263,6 +263,11 @@ mod tests {
             std::fs::write(j.path(), &good[..cut]).unwrap();
             assert!(j.load().is_err(), "truncation at {cut} accepted");
         }
+        // An oversized file is corrupt, and is not read into memory whole.
+        std::fs::write(j.path(), vec![b'x'; MAX_JOURNAL_BYTES as usize + 1]).unwrap();
+        assert!(
+            matches!(j.load(), Err(JournalError::Corrupt { ref reason, .. }) if reason == "too large")
+        );
         for i in (0..good.len()).step_by(7) {
             let mut b = good.clone();
             b[i] ^= 0x01;
