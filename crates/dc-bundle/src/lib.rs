@@ -606,6 +606,65 @@ pub fn parse_file_args(files: &[String]) -> Result<Vec<(PathBuf, String)>, Bundl
         .collect()
 }
 
+/// The command-line arguments that describe a new bundle, shared by every tool that builds
+/// one (`dctee-sim bundle`, `dcrelease bundle`); trust roots come separately.
+#[cfg(feature = "cli")]
+#[derive(clap::Args, Clone, Debug)]
+pub struct BundleArgs {
+    /// Enclave signer key file.
+    #[arg(long)]
+    pub signer: PathBuf,
+    /// Bundle directory to create.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub name: String,
+    #[arg(long)]
+    pub version: String,
+    #[arg(long, default_value_t = 1)]
+    pub isv_prod_id: u16,
+    #[arg(long, default_value_t = 1)]
+    pub isv_svn: u16,
+    #[arg(long)]
+    pub debug: bool,
+    /// Path inside the bundle of the program to run.
+    #[arg(long)]
+    pub entrypoint: String,
+    /// A measured argument (repeatable).
+    #[arg(long = "arg", allow_hyphen_values = true)]
+    pub args: Vec<String>,
+    /// An environment variable the launcher may set (repeatable).
+    #[arg(long = "env-passthrough")]
+    pub env_passthrough: Vec<String>,
+    /// SOURCE=PATH_IN_BUNDLE (repeatable).
+    #[arg(required = true)]
+    pub files: Vec<String>,
+}
+
+#[cfg(feature = "cli")]
+impl BundleArgs {
+    /// Builds and signs the bundle these arguments describe, with `trust` as its trust roots.
+    pub fn build(&self, trust: TrustRoots) -> Result<Bundle, BundleError> {
+        let spec = BundleSpec {
+            name: self.name.clone(),
+            version: self.version.clone(),
+            isv_prod_id: self.isv_prod_id,
+            isv_svn: self.isv_svn,
+            debug: self.debug,
+            entrypoint: self.entrypoint.clone(),
+            args: self.args.clone(),
+            env_passthrough: self.env_passthrough.clone(),
+            trust,
+        };
+        build(
+            &self.out,
+            &spec,
+            &parse_file_args(&self.files)?,
+            &SignerKey::load(&self.signer)?,
+        )
+    }
+}
+
 /// What a new bundle should say (everything but the file hashes, which are computed).
 #[derive(Clone, Debug)]
 pub struct BundleSpec {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use dc_bundle::{Bundle, BundleSpec, SignerKey, TrustRoots};
+use dc_bundle::{Bundle, SignerKey, TrustRoots};
 use dc_tee::CpuSvn;
 use dc_tee_sim::control::{run_launch, LaunchRequest};
 use dc_tee_sim::server::{identity_of, Server};
@@ -56,35 +56,11 @@ enum Cmd {
     Keygen { out: PathBuf },
     /// Build and sign a bundle from files.
     Bundle {
-        #[arg(long)]
-        signer: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long)]
-        name: String,
-        #[arg(long)]
-        version: String,
-        #[arg(long, default_value_t = 1)]
-        isv_prod_id: u16,
-        #[arg(long, default_value_t = 1)]
-        isv_svn: u16,
-        #[arg(long)]
-        debug: bool,
-        /// Path inside the bundle of the program to run.
-        #[arg(long)]
-        entrypoint: String,
-        /// A measured argument (repeatable).
-        #[arg(long = "arg", allow_hyphen_values = true)]
-        args: Vec<String>,
-        /// An environment variable the launcher may set (repeatable).
-        #[arg(long = "env-passthrough")]
-        env_passthrough: Vec<String>,
+        #[command(flatten)]
+        bundle: dc_bundle::BundleArgs,
         /// Trust roots: a TOML file with the [trust] table's fields.
         #[arg(long)]
         trust: Option<PathBuf>,
-        /// SOURCE=PATH_IN_BUNDLE (repeatable).
-        #[arg(required = true)]
-        files: Vec<String>,
     },
 }
 
@@ -160,20 +136,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("mrsigner {}", k.mr_signer());
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Bundle {
-            signer,
-            out,
-            name,
-            version,
-            isv_prod_id,
-            isv_svn,
-            debug,
-            entrypoint,
-            args,
-            env_passthrough,
-            trust,
-            files,
-        } => {
+        Cmd::Bundle { bundle, trust } => {
             let trust: TrustRoots = match trust {
                 Some(p) => toml::from_str(
                     &std::fs::read_to_string(&p).with_context(|| p.display().to_string())?,
@@ -181,19 +144,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .with_context(|| format!("{}: not a valid [trust] table", p.display()))?,
                 None => TrustRoots::default(),
             };
-            let pairs = dc_bundle::parse_file_args(&files)?;
-            let spec = BundleSpec {
-                name,
-                version,
-                isv_prod_id,
-                isv_svn,
-                debug,
-                entrypoint,
-                args,
-                env_passthrough,
-                trust,
-            };
-            let b = dc_bundle::build(&out, &spec, &pairs, &SignerKey::load(&signer)?)?;
+            let b = bundle.build(trust)?;
             println!("mrenclave {}", b.mr_enclave);
             println!("mrsigner  {}", b.mr_signer);
             Ok(ExitCode::SUCCESS)

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use dc_bundle::{BundleSpec, SignerKey, TrustRoots};
+use dc_bundle::{SignerKey, TrustRoots};
 use dc_release::committee::CommitteeSigner;
 use dc_release::feed::LocalFeed;
 use dc_release::{
@@ -37,33 +37,11 @@ enum Cmd {
     SignerKeygen { out: PathBuf },
     /// Build a signed bundle from files and pack it as a release artifact.
     Bundle {
-        /// Enclave signer key file.
-        #[arg(long)]
-        signer: PathBuf,
-        /// Bundle directory to create.
-        #[arg(long)]
-        out: PathBuf,
+        #[command(flatten)]
+        bundle: dc_bundle::BundleArgs,
         /// Artifact (tar) to write.
         #[arg(long)]
         archive: PathBuf,
-        #[arg(long)]
-        name: String,
-        #[arg(long)]
-        version: String,
-        #[arg(long, default_value_t = 1)]
-        isv_prod_id: u16,
-        #[arg(long)]
-        isv_svn: u16,
-        #[arg(long)]
-        debug: bool,
-        #[arg(long)]
-        entrypoint: String,
-        /// Measured argument (repeatable).
-        #[arg(long = "arg", allow_hyphen_values = true)]
-        args: Vec<String>,
-        /// Environment variable the launcher may set (repeatable).
-        #[arg(long = "env-passthrough")]
-        env_passthrough: Vec<String>,
         /// Committee public key for the enclave's trust roots (repeatable).
         #[arg(long = "committee-key", required = true)]
         committee_keys: Vec<String>,
@@ -72,9 +50,6 @@ enum Cmd {
         /// Let the enclave accept DEBUG peers (never in production).
         #[arg(long)]
         allow_debug_peers: bool,
-        /// SOURCE=PATH_IN_BUNDLE (repeatable).
-        #[arg(required = true)]
-        files: Vec<String>,
     },
     /// Create a release record and sign it, or add a signature to an existing one.
     Sign {
@@ -173,43 +148,21 @@ fn run(cli: Cli) -> Result<()> {
             println!("mrsigner {}", k.mr_signer());
         }
         Cmd::Bundle {
-            signer,
-            out,
+            bundle,
             archive,
-            name,
-            version,
-            isv_prod_id,
-            isv_svn,
-            debug,
-            entrypoint,
-            args,
-            env_passthrough,
             committee_keys,
             threshold,
             allow_debug_peers,
-            files,
         } => {
             for k in &committee_keys {
                 CommitteeKey::parse(k)?;
             }
-            let pairs = dc_bundle::parse_file_args(&files)?;
-            let spec = BundleSpec {
-                name,
-                version,
-                isv_prod_id,
-                isv_svn,
-                debug,
-                entrypoint,
-                args,
-                env_passthrough,
-                trust: TrustRoots {
-                    committee_keys,
-                    threshold,
-                    allow_debug_peers,
-                    authorized_enclaves: vec![],
-                },
-            };
-            let b = dc_bundle::build(&out, &spec, &pairs, &SignerKey::load(&signer)?)?;
+            let b = bundle.build(TrustRoots {
+                committee_keys,
+                threshold,
+                allow_debug_peers,
+                authorized_enclaves: vec![],
+            })?;
             let f =
                 std::fs::File::create(&archive).with_context(|| archive.display().to_string())?;
             dc_bundle::archive::pack(&b, std::io::BufWriter::new(f))?;
