@@ -45,12 +45,19 @@ fn full_handover(c: &mut Criterion) {
     );
 }
 
+const DEST: dc_handover::Destination = dc_handover::Destination {
+    mr_enclave: dc_tee::Measurement([0x77; 32]),
+    version: Version::new(2, 0, 0),
+    isv_svn: 2,
+};
+
 fn bench(c: &mut Criterion, name: &str, channel: bool) {
     let (htee, rtee, node, agent) = tees(channel);
     let (htee, rtee) = (&*htee, &*rtee);
     let allow = StaticAllowList::new()
         .allow(node.mr_enclave, PeerRole::Node(Version::new(1, 0, 0)))
-        .allow(agent.mr_enclave, PeerRole::Upgrader);
+        .allow(agent.mr_enclave, PeerRole::Upgrader)
+        .allow_destination(b"destination", DEST);
     let cfg = HolderConfig {
         allow_debug_peers: false,
         min_node_version: Version::new(1, 0, 0),
@@ -65,6 +72,8 @@ fn bench(c: &mut Criterion, name: &str, channel: bool) {
     let rcfg = ReceiverConfig {
         allow_debug_peers: false,
         authorization: vec![],
+        destination: b"destination".to_vec(),
+        expect_released_to: Some(DEST),
     };
     c.bench_function(name, |b| {
         b.iter(|| {

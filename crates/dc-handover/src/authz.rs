@@ -63,6 +63,26 @@ pub enum PeerRole {
     Upgrader,
 }
 
+/// A node release the keys may go to, as committee-signed evidence names it: the holder
+/// checks it before releasing keys to the upgrade agent, and it travels with the keys
+/// ([`crate::keyring::Custody::released_to`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Destination {
+    pub mr_enclave: Measurement,
+    pub version: Version,
+    pub isv_svn: u16,
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (version {}, ISVSVN {})",
+            self.mr_enclave, self.version, self.isv_svn
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthzError {
     #[error(
@@ -71,6 +91,10 @@ pub enum AuthzError {
     NotAuthorized(Measurement),
     #[error("enclave {0} has been revoked")]
     Revoked(Measurement),
+    #[error("this holder does not release keys to an upgrader: it has no destination policy")]
+    NoDestinationPolicy,
+    #[error("the destination release is not authorized: {0}")]
+    BadDestination(String),
     #[error("authorization evidence for {mr_enclave} is invalid: {reason}")]
     BadEvidence {
         mr_enclave: Measurement,
@@ -86,12 +110,21 @@ pub enum AuthzError {
 /// peer's EnclaveID.
 pub trait Authorizer: Send + Sync {
     fn authorize(&self, peer: &EnclaveIdentity, evidence: &[u8]) -> Result<PeerRole, AuthzError>;
+
+    /// Checks the evidence an upgrader presents for the node release it collects keys for
+    /// (bound into T2, like `evidence`). Only holders that release keys to an upgrader need
+    /// it; by default every destination is refused.
+    fn authorize_destination(&self, evidence: &[u8]) -> Result<Destination, AuthzError> {
+        let _ = evidence;
+        Err(AuthzError::NoDestinationPolicy)
+    }
 }
 
 /// A fixed allow-list of MRENCLAVEs (from the enclave's measured trust roots).
 #[derive(Clone, Debug, Default)]
 pub struct StaticAllowList {
     entries: HashMap<Measurement, PeerRole>,
+    destinations: HashMap<Vec<u8>, Destination>,
 }
 
 impl StaticAllowList {
@@ -103,6 +136,12 @@ impl StaticAllowList {
         self.entries.insert(mr_enclave, role);
         self
     }
+
+    /// Accepts exactly `evidence` as naming the destination `d` (tests and fixed setups).
+    pub fn allow_destination(mut self, evidence: &[u8], d: Destination) -> Self {
+        self.destinations.insert(evidence.to_vec(), d);
+        self
+    }
 }
 
 impl Authorizer for StaticAllowList {
@@ -111,6 +150,13 @@ impl Authorizer for StaticAllowList {
             .get(&peer.mr_enclave)
             .copied()
             .ok_or(AuthzError::NotAuthorized(peer.mr_enclave))
+    }
+
+    fn authorize_destination(&self, evidence: &[u8]) -> Result<Destination, AuthzError> {
+        self.destinations
+            .get(evidence)
+            .copied()
+            .ok_or_else(|| AuthzError::BadDestination("not in the allow-list".into()))
     }
 }
 

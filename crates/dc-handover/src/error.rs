@@ -27,6 +27,24 @@ pub enum HandoverError {
         peer_version: Version,
         minimum: Version,
     },
+    #[error("peer {peer} asks for keys for release version {version}, below the keyring's floor {floor} (ISVSVN {floor_isv_svn}): a newer release already held these keys")]
+    BelowFloor {
+        peer: Measurement,
+        version: Version,
+        floor: Version,
+        floor_isv_svn: u16,
+    },
+    #[error("an upgrader must name the committee-signed node release it collects the keys for (empty destination)")]
+    NoDestination,
+    #[error("a destination may be named only by an upgrader")]
+    UnexpectedDestination,
+    #[error("these keys were released for {released_to}, not for {peer}")]
+    NotReleasedForPeer {
+        peer: Measurement,
+        released_to: String,
+    },
+    #[error("the received keys were released for {released_to}, not for this enclave ({me}); refused before storing anything")]
+    NotReleasedForMe { me: String, released_to: String },
     #[error("peer {0} may not receive keys in this role")]
     WrongRole(Measurement),
     #[error("unknown or already used session: a replayed, expired or foreign nonce")]
@@ -70,6 +88,11 @@ impl HandoverError {
             Self::DebugPeer(_) => "debug_peer",
             Self::LowerVersion { .. } => "lower_version",
             Self::WrongRole(_) => "wrong_role",
+            Self::BelowFloor { .. } => "below_floor",
+            Self::NoDestination => "no_destination",
+            Self::UnexpectedDestination => "unexpected_destination",
+            Self::NotReleasedForPeer { .. } => "not_released_for_peer",
+            Self::NotReleasedForMe { .. } => "not_released_for_me",
             Self::UnknownSession => "unknown_session",
             Self::Expired => "expired",
             Self::Busy => "busy",

@@ -10,7 +10,7 @@ use hpke::{
 use rand_core::CryptoRng;
 use subtle::ConstantTimeEq;
 
-use crate::authz::{Authorizer, PeerRole, Version};
+use crate::authz::{Authorizer, AuthzError, Destination, PeerRole, Version};
 use crate::keyring::Keyring;
 use crate::messages::{
     Ack, Challenge, Delivered, Hello, Keys, Response, SessionId, MAX_AUTHORIZATION,
@@ -23,11 +23,11 @@ type Kem = X25519HkdfSha256;
 pub struct HolderConfig {
     /// Accept DEBUG receivers. From the local measured policy only; off in production.
     pub allow_debug_peers: bool,
-    /// Keys go to a node only at this version or higher (the holder's own, or the highest
-    /// ever trusted).
+    /// Keys go to a node release only at this version or higher (the holder's own). The
+    /// keyring's own floor ([`crate::keyring::Custody`]) applies on top.
     pub min_node_version: Version,
-    /// Whether an upgrade agent may receive keys (a node holding its keys: yes; the agent
-    /// handing keys to the new node: no).
+    /// Whether an upgrade agent may receive keys (a node holding its keys: yes, for a
+    /// destination it authorizes itself; the agent handing keys to the new node: no).
     pub allow_upgrader: bool,
     /// How long a challenge, and then the wait for the acknowledgement, may last.
     pub challenge_ttl_ms: u64,
@@ -47,6 +47,7 @@ enum Session {
         t3: ReportData,
         receiver: EnclaveIdentity,
         fingerprint: [u8; 32],
+        released_to: Option<Destination>,
         expires_at_ms: u64,
     },
 }
@@ -66,6 +67,8 @@ impl Session {
 pub struct Delivery {
     pub receiver: EnclaveIdentity,
     pub keyring_fingerprint: [u8; 32],
+    /// The node release the keys were released for (upgrader receivers).
+    pub released_to: Option<Destination>,
     pub reply: Delivered,
 }
 
@@ -198,28 +201,26 @@ impl<A: Authorizer> Holder<A> {
             &claimed.mr_enclave,
             &resp.hpke_public_key,
             &resp.receiver_authorization,
+            &resp.destination,
         );
         let (receiver_report, receiver) =
             verify_peer(tee, &resp.receiver_report, &t2, self.cfg.allow_debug_peers)?;
-        match self
+        let role = self
             .authz
-            .authorize(&receiver, &resp.receiver_authorization)?
-        {
-            PeerRole::Node(v) if v < self.cfg.min_node_version => {
-                return Err(HandoverError::LowerVersion {
-                    peer: receiver.mr_enclave,
-                    peer_version: v,
-                    minimum: self.cfg.min_node_version,
-                })
-            }
-            PeerRole::Upgrader if !self.cfg.allow_upgrader => {
-                return Err(HandoverError::WrongRole(receiver.mr_enclave))
-            }
-            _ => {}
-        }
+            .authorize(&receiver, &resp.receiver_authorization)?;
+        let released_to = self.check_destination(&receiver, role, &resp.destination, keyring)?;
         let pk = <Kem as hpke::Kem>::PublicKey::from_bytes(&resp.hpke_public_key)
             .map_err(|_| HandoverError::Malformed("invalid X25519 public key".into()))?;
-        let plaintext = keyring.encode();
+        // An upgrader gets the keys stamped with the release they are for; the agent delivers
+        // them only there, and that node checks the stamp names it.
+        let plaintext = match released_to {
+            Some(d) => {
+                let mut stamped = keyring.clone();
+                stamped.custody_mut().released_to = Some(d);
+                stamped.encode()
+            }
+            None => keyring.encode(),
+        };
         let (enc, ciphertext) = hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, Kem, _>(
             &OpModeS::Base,
             &pk,
@@ -238,6 +239,7 @@ impl<A: Authorizer> Holder<A> {
                 t3,
                 receiver,
                 fingerprint: keyring.fingerprint(),
+                released_to,
                 expires_at_ms: now_ms.saturating_add(self.cfg.challenge_ttl_ms),
             },
         );
@@ -260,13 +262,14 @@ impl<A: Authorizer> Holder<A> {
             t3,
             receiver,
             fingerprint,
+            released_to,
             expires_at_ms,
         }) = self.sessions.get(&ack.session)
         else {
             return Err(HandoverError::UnknownSession);
         };
-        let (t3, receiver, fingerprint, expires_at_ms) =
-            (*t3, *receiver, *fingerprint, *expires_at_ms);
+        let (t3, receiver, fingerprint, released_to, expires_at_ms) =
+            (*t3, *receiver, *fingerprint, *released_to, *expires_at_ms);
         if now_ms > expires_at_ms {
             self.sessions.remove(&ack.session);
             return Err(HandoverError::Expired);
@@ -287,10 +290,84 @@ impl<A: Authorizer> Holder<A> {
         Ok(Delivery {
             receiver,
             keyring_fingerprint: fingerprint,
+            released_to,
             reply: Delivered {
                 session: ack.session,
                 keyring_fingerprint: fingerprint,
             },
         })
+    }
+
+    /// The release rules, all decided here, inside the enclave that holds the keys:
+    /// - a node receiver must be at or above the holder's version and the keyring's floor,
+    ///   not revoked, and exactly the release the keys were released for;
+    /// - an upgrader must name a committee-signed destination release that passes the same
+    ///   rules; the keys are then stamped for it.
+    fn check_destination(
+        &self,
+        receiver: &EnclaveIdentity,
+        role: PeerRole,
+        destination: &[u8],
+        keyring: &Keyring,
+    ) -> Result<Option<Destination>, HandoverError> {
+        let custody = keyring.custody();
+        let admissible = |d: &Destination| -> Result<(), HandoverError> {
+            if custody.is_revoked(&d.mr_enclave) {
+                return Err(AuthzError::Revoked(d.mr_enclave).into());
+            }
+            if d.version < self.cfg.min_node_version {
+                return Err(HandoverError::LowerVersion {
+                    peer: d.mr_enclave,
+                    peer_version: d.version,
+                    minimum: self.cfg.min_node_version,
+                });
+            }
+            if d.version < custody.floor || d.isv_svn < custody.floor_isv_svn {
+                return Err(HandoverError::BelowFloor {
+                    peer: d.mr_enclave,
+                    version: d.version,
+                    floor: custody.floor,
+                    floor_isv_svn: custody.floor_isv_svn,
+                });
+            }
+            Ok(())
+        };
+        match role {
+            PeerRole::Node(v) => {
+                if !destination.is_empty() {
+                    return Err(HandoverError::UnexpectedDestination);
+                }
+                admissible(&Destination {
+                    mr_enclave: receiver.mr_enclave,
+                    version: v,
+                    isv_svn: receiver.isv_svn,
+                })?;
+                // Nodes never hand keys to nodes directly: a node receives only keys that a
+                // node holder released for exactly it.
+                match custody.released_to {
+                    Some(d) if d.mr_enclave == receiver.mr_enclave => Ok(None),
+                    other => Err(HandoverError::NotReleasedForPeer {
+                        peer: receiver.mr_enclave,
+                        released_to: other.map_or("no release".into(), |d| d.to_string()),
+                    }),
+                }
+            }
+            PeerRole::Upgrader => {
+                if !self.cfg.allow_upgrader {
+                    return Err(HandoverError::WrongRole(receiver.mr_enclave));
+                }
+                if destination.is_empty() {
+                    return Err(HandoverError::NoDestination);
+                }
+                if destination.len() > MAX_AUTHORIZATION {
+                    return Err(HandoverError::Malformed(
+                        "destination evidence too large".into(),
+                    ));
+                }
+                let d = self.authz.authorize_destination(destination)?;
+                admissible(&d)?;
+                Ok(Some(d))
+            }
+        }
     }
 }

@@ -33,7 +33,7 @@ pub const PATH_HELLO: &str = "/v1/handover/hello";
 pub const PATH_RESPONSE: &str = "/v1/handover/response";
 pub const PATH_ACK: &str = "/v1/handover/ack";
 /// Largest request or response body.
-pub const MAX_BODY: usize = 64 * 1024;
+pub const MAX_BODY: usize = 512 * 1024;
 /// Deadline for a whole request, body included (slow senders are cut off).
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -47,25 +47,52 @@ fn now_ms() -> u64 {
 /// Called once per completed handover (the receiver acknowledged durable storage).
 pub type OnDelivery = Arc<dyn Fn(&Delivery) + Send + Sync>;
 
+/// Where the holder reads its keyring at each release: a node's keyring changes while it
+/// runs (revocations are added to its custody state).
+pub type KeyringSource = Arc<dyn Fn() -> Arc<Keyring> + Send + Sync>;
+
+/// Called for every refused handover step (a security event when the code is e.g.
+/// `unauthorized`, `report_mac` or `revoked`), so the owner can report the real reason.
+pub type OnRefusal = Arc<dyn Fn(&HandoverError) + Send + Sync>;
+
+/// A keyring that never changes, as a [`KeyringSource`].
+pub fn fixed_keyring(ring: Keyring) -> KeyringSource {
+    let ring = Arc::new(ring);
+    Arc::new(move || ring.clone())
+}
+
 struct HolderState<A> {
     holder: Mutex<Holder<A>>,
     tee: Arc<dyn Tee>,
-    keyring: Arc<Keyring>,
+    keyring: KeyringSource,
     on_delivery: OnDelivery,
+    on_refusal: OnRefusal,
 }
 
 /// The holder's endpoints, to mount on a node's upgrade port.
 pub fn holder_router<A: Authorizer + 'static>(
     holder: Holder<A>,
     tee: Arc<dyn Tee>,
-    keyring: Arc<Keyring>,
+    keyring: KeyringSource,
     on_delivery: OnDelivery,
+) -> Router {
+    holder_router_observed(holder, tee, keyring, on_delivery, Arc::new(|_| {}))
+}
+
+/// [`holder_router`], also reporting every refusal to `on_refusal`.
+pub fn holder_router_observed<A: Authorizer + 'static>(
+    holder: Holder<A>,
+    tee: Arc<dyn Tee>,
+    keyring: KeyringSource,
+    on_delivery: OnDelivery,
+    on_refusal: OnRefusal,
 ) -> Router {
     let state = Arc::new(HolderState {
         holder: Mutex::new(holder),
         tee,
         keyring,
         on_delivery,
+        on_refusal,
     });
     Router::new()
         .route(PATH_HELLO, post(hello::<A>))
@@ -154,6 +181,7 @@ where
             )
         }
     };
+    let observer = state.clone();
     let r = tokio::task::spawn_blocking(move || {
         let mut h = state.holder.lock().unwrap_or_else(|p| p.into_inner());
         f(&state, &mut h, msg)
@@ -161,7 +189,12 @@ where
     .await;
     match r {
         Ok(Ok(v)) => json(&v),
-        Ok(Err(e)) => handover_refusal(&e),
+        Ok(Err(e)) => {
+            // A refused handover is a security event: never silent.
+            tracing::warn!(code = e.code(), "handover step refused: {e}");
+            (observer.on_refusal)(&e);
+            handover_refusal(&e)
+        }
         Err(_) => refusal(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -185,7 +218,7 @@ async fn response<A: Authorizer + 'static>(
     body: Bytes,
 ) -> HttpResponse {
     step(s, body, |st, h, m: Response| {
-        h.on_response(&*st.tee, &m, &st.keyring, now_ms(), &mut OsRng.unwrap_err())
+        h.on_response(&*st.tee, &m, &(st.keyring)(), now_ms(), &mut OsRng.unwrap_err())
     })
     .await
 }

@@ -32,7 +32,7 @@ pub mod transcript;
 #[cfg(feature = "http")]
 pub mod http;
 
-pub use authz::{Authorizer, AuthzError, PeerRole, StaticAllowList, Version};
+pub use authz::{Authorizer, AuthzError, Destination, PeerRole, StaticAllowList, Version};
 pub use error::HandoverError;
 pub use holder::{Delivery, Holder, HolderConfig};
 pub use keyring::Keyring;

@@ -4,7 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Largest authorization evidence a peer may send (e.g. committee signatures).
+/// Largest authorization evidence a peer may send (e.g. committee signatures); also the
+/// largest destination evidence.
 pub const MAX_AUTHORIZATION: usize = 16 * 1024;
 /// Largest HPKE ciphertext (a maximal keyring plus the tag).
 pub const MAX_CIPHERTEXT: usize = crate::keyring::MAX_ENCODED_LEN + 16;
@@ -48,6 +49,10 @@ pub struct Response {
     pub hpke_public_key: [u8; 32],
     #[serde(with = "b64::var")]
     pub receiver_authorization: Vec<u8>,
+    /// Only from an upgrader: committee-signed evidence of the node release the keys are for
+    /// (empty otherwise). The holder decides on it, and it is bound into T2.
+    #[serde(with = "b64::var")]
+    pub destination: Vec<u8>,
 }
 
 /// Holder → receiver: the keyring under HPKE, and a holder report (REPORTDATA = T3).
@@ -129,7 +134,7 @@ pub mod b64 {
         use super::*;
         /// Bound on any variable field before decoding; the state machines apply the tighter
         /// per-field limits.
-        const MAX: usize = 128 * 1024;
+        const MAX: usize = 512 * 1024;
         pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
             s.serialize_str(&STANDARD.encode(v))
         }

@@ -8,7 +8,7 @@ use hpke::{
 };
 use rand_core::CryptoRng;
 
-use crate::authz::{Authorizer, PeerRole};
+use crate::authz::{Authorizer, Destination, PeerRole};
 use crate::holder::verify_peer;
 use crate::keyring::Keyring;
 use crate::messages::{
@@ -24,6 +24,13 @@ pub struct ReceiverConfig {
     pub allow_debug_peers: bool,
     /// This receiver's authorization evidence, sent to the holder (bound into T2).
     pub authorization: Vec<u8>,
+    /// Upgraders only: evidence of the node release the keys are collected for (bound into
+    /// T2); empty for a node.
+    pub destination: Vec<u8>,
+    /// The release the keys must have been released for: a node names itself, the upgrade
+    /// agent the destination it asked for. A keyring stamped otherwise is refused before the
+    /// caller sees it.
+    pub expect_released_to: Option<Destination>,
 }
 
 enum State {
@@ -134,6 +141,7 @@ impl<A: Authorizer> Receiver<A> {
             &me.mr_enclave,
             &pk,
             &self.cfg.authorization,
+            &self.cfg.destination,
         );
         let report = tee.report(&holder_report.to_target_info(), &t2)?;
         self.state = State::AwaitKeys {
@@ -147,6 +155,7 @@ impl<A: Authorizer> Receiver<A> {
             receiver_report: report.to_bytes(),
             hpke_public_key: pk,
             receiver_authorization: self.cfg.authorization.clone(),
+            destination: self.cfg.destination.clone(),
         })
     }
 
@@ -188,6 +197,17 @@ impl<A: Authorizer> Receiver<A> {
         );
         let keyring =
             Keyring::decode(&plaintext).map_err(|e| HandoverError::Malformed(e.to_string()))?;
+        if let Some(want) = &self.cfg.expect_released_to {
+            if keyring.custody().released_to.as_ref() != Some(want) {
+                return Err(HandoverError::NotReleasedForMe {
+                    me: want.to_string(),
+                    released_to: keyring
+                        .custody()
+                        .released_to
+                        .map_or("no release".into(), |d| d.to_string()),
+                });
+            }
+        }
         self.state = State::AwaitDurable {
             t3,
             holder,

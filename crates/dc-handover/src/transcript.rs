@@ -5,11 +5,11 @@
 use dc_tee::{Measurement, ReportData, TargetInfo};
 use sha2::{Digest, Sha512};
 
-pub const CHALLENGE_DOMAIN: &[u8] = b"dc-handover/v1/challenge\0";
-pub const RESPONSE_DOMAIN: &[u8] = b"dc-handover/v1/response\0";
-pub const KEYS_DOMAIN: &[u8] = b"dc-handover/v1/keys\0";
-pub const ACK_DOMAIN: &[u8] = b"dc-handover/v1/ack\0";
-pub const HPKE_INFO_DOMAIN: &[u8] = b"dc-handover/v1/hpke\0";
+pub const CHALLENGE_DOMAIN: &[u8] = b"dc-handover/v2/challenge\0";
+pub const RESPONSE_DOMAIN: &[u8] = b"dc-handover/v2/response\0";
+pub const KEYS_DOMAIN: &[u8] = b"dc-handover/v2/keys\0";
+pub const ACK_DOMAIN: &[u8] = b"dc-handover/v2/ack\0";
+pub const HPKE_INFO_DOMAIN: &[u8] = b"dc-handover/v2/hpke\0";
 
 fn var(h: &mut Sha512, b: &[u8]) {
     h.update((b.len() as u32).to_le_bytes());
@@ -46,6 +46,7 @@ pub fn response(
     receiver: &Measurement,
     hpke_public_key: &[u8; 32],
     receiver_authorization: &[u8],
+    destination: &[u8],
 ) -> ReportData {
     let mut h = Sha512::new();
     h.update(RESPONSE_DOMAIN);
@@ -55,6 +56,7 @@ pub fn response(
     h.update(receiver.0);
     h.update(hpke_public_key);
     var(&mut h, receiver_authorization);
+    var(&mut h, destination);
     done(h)
 }
 

@@ -72,7 +72,7 @@ proptest! {
         let hello = Hello { target_info: test_identity(2, 8, 1, false).target_info().to_bytes() };
         let ch = h.on_hello(&htee, &hello, 1, &mut OsRng.unwrap_err()).unwrap();
         let ring = Keyring::generate(&["k"], &mut OsRng.unwrap_err()).unwrap();
-        let resp = Response { session: if real_session { ch.session } else { other }, receiver_report: report, hpke_public_key: pk, receiver_authorization: auth };
+        let resp = Response { session: if real_session { ch.session } else { other }, receiver_report: report, hpke_public_key: pk, receiver_authorization: auth.clone(), destination: auth };
         prop_assert!(h.on_response(&htee, &resp, &ring, 2, &mut OsRng.unwrap_err()).is_err());
         let ack = Ack { session: ch.session, receiver_report: report, keyring_fingerprint: pk };
         prop_assert!(h.on_ack(&htee, &ack, 3).is_err());
@@ -83,7 +83,7 @@ proptest! {
         report in bytes::<432>(), nonce in bytes::<32>(), session in bytes::<16>(), enc in bytes::<32>(), ct in proptest::collection::vec(any::<u8>(), 0..200), expires in any::<u64>(),
     ) {
         let (_, rtee, allow) = tees();
-        let cfg = ReceiverConfig { allow_debug_peers: false, authorization: vec![] };
+        let cfg = ReceiverConfig { allow_debug_peers: false, authorization: vec![], destination: vec![], expect_released_to: None };
         let (mut r, _) = Receiver::start(&rtee, cfg, allow, &mut OsRng.unwrap_err()).unwrap();
         let ch = Challenge { session, nonce, expires_at_ms: expires, holder_report: report, holder_authorization: vec![] };
         prop_assert!(r.on_challenge(&rtee, &ch, 1).is_err());

@@ -30,6 +30,18 @@ fn allow() -> StaticAllowList {
     StaticAllowList::new()
         .allow(node().mr_enclave, PeerRole::Node(Version::new(1, 0, 0)))
         .allow(agent().mr_enclave, PeerRole::Upgrader)
+        .allow_destination(DEST, dest())
+}
+
+/// The release the agent collects the keys for, as the holder's allow-list knows it.
+const DEST: &[u8] = b"destination: node 2.0.0";
+
+fn dest() -> dc_handover::Destination {
+    dc_handover::Destination {
+        mr_enclave: dc_tee::Measurement([0x77; 32]),
+        version: Version::new(2, 0, 0),
+        isv_svn: 2,
+    }
 }
 
 struct Server {
@@ -62,7 +74,10 @@ async fn start_holder(max_pending: usize) -> Server {
     let app = holder_router(
         holder,
         tee,
-        ring.clone(),
+        {
+            let ring = ring.clone();
+            Arc::new(move || ring.clone())
+        },
         Arc::new(move |x| d.lock().unwrap().push(x.keyring_fingerprint)),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -85,6 +100,8 @@ fn rcfg() -> ReceiverConfig {
     ReceiverConfig {
         allow_debug_peers: false,
         authorization: vec![],
+        destination: DEST.to_vec(),
+        expect_released_to: Some(dest()),
     }
 }
 
@@ -101,7 +118,8 @@ async fn handover_over_http_delivers_an_equal_keyring() {
     })
     .await
     .unwrap();
-    assert!(got.keyring.ct_eq(&s.ring));
+    assert_eq!(got.keyring.fingerprint(), s.ring.fingerprint());
+    assert_eq!(got.keyring.custody().released_to, Some(dest()));
     assert_eq!(*stored.lock().unwrap(), Some(s.ring.fingerprint()));
     assert_eq!(*s.deliveries.lock().unwrap(), vec![s.ring.fingerprint()]);
 }
@@ -286,7 +304,8 @@ async fn more_idle_connections_than_the_cap_do_not_lock_the_port_for_long() {
     .await
     .expect("the port stayed locked")
     .unwrap();
-    assert!(got.keyring.ct_eq(&s.ring));
+    assert_eq!(got.keyring.fingerprint(), s.ring.fingerprint());
+    assert_eq!(got.keyring.custody().released_to, Some(dest()));
     for mut c in idle {
         assert!(closed_within(&mut c, Duration::from_secs(5))
             .await

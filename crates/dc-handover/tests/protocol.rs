@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use dc_handover::messages::{Challenge, Hello, Keys, Response};
 use dc_handover::{
-    Authorizer, HandoverError, Holder, HolderConfig, Keyring, PeerRole, Receiver, ReceiverConfig,
-    StaticAllowList, Version,
+    Authorizer, Destination, HandoverError, Holder, HolderConfig, Keyring, PeerRole, Receiver,
+    ReceiverConfig, StaticAllowList, Version,
 };
 use dc_tee::{EnclaveIdentity, Tee};
 use dc_tee_sim::platform::{test_identity, InProcessTee, Platform};
@@ -49,11 +49,38 @@ fn agent() -> EnclaveIdentity {
     test_identity(0x33, 0xBB, 1, false)
 }
 
+/// Destination evidence an upgrader presents for node v2 (the allow-list maps it).
+const DEST_V2: &[u8] = b"destination: node v2";
+
+fn dest_of(id: &EnclaveIdentity, v: Version) -> Destination {
+    Destination {
+        mr_enclave: id.mr_enclave,
+        version: v,
+        isv_svn: id.isv_svn,
+    }
+}
+
+fn dest_v2() -> Destination {
+    dest_of(&node_v2(), Version::new(2, 0, 0))
+}
+
 fn allow_all() -> StaticAllowList {
     StaticAllowList::new()
         .allow(node_v1().mr_enclave, PeerRole::Node(Version::new(1, 0, 0)))
         .allow(node_v2().mr_enclave, PeerRole::Node(Version::new(2, 0, 0)))
         .allow(agent().mr_enclave, PeerRole::Upgrader)
+        .allow_destination(DEST_V2, dest_v2())
+}
+
+/// The node releases a receiver node stands for, in the tests.
+fn as_node(id: &EnclaveIdentity) -> Option<Destination> {
+    if id.mr_enclave == node_v1().mr_enclave {
+        Some(dest_of(id, Version::new(1, 0, 0)))
+    } else if id.mr_enclave == node_v2().mr_enclave {
+        Some(dest_of(id, Version::new(2, 0, 0)))
+    } else {
+        None
+    }
 }
 
 fn holder_cfg() -> HolderConfig {
@@ -67,11 +94,24 @@ fn holder_cfg() -> HolderConfig {
     }
 }
 
-fn receiver_cfg() -> ReceiverConfig {
+/// An upgrader collects keys for node v2; a node receiver names no destination and expects
+/// keys released for itself.
+fn receiver_cfg_for(id: &EnclaveIdentity) -> ReceiverConfig {
+    let me = as_node(id);
     ReceiverConfig {
         allow_debug_peers: false,
         authorization: b"receiver-evidence".to_vec(),
+        destination: if me.is_some() {
+            vec![]
+        } else {
+            DEST_V2.to_vec()
+        },
+        expect_released_to: Some(me.unwrap_or_else(dest_v2)),
     }
+}
+
+fn receiver_cfg() -> ReceiverConfig {
+    receiver_cfg_for(&agent())
 }
 
 fn keyring() -> Keyring {
@@ -98,13 +138,17 @@ fn setup<A: Authorizer, B: Authorizer>(
     let htee = w.tee(holder_id);
     let rtee = w.tee(receiver_id);
     let holder = Holder::new(&htee, hcfg, hauth).unwrap();
-    let (receiver, hello) = Receiver::start(&rtee, receiver_cfg(), rauth, &mut rng()).unwrap();
+    let (receiver, hello) =
+        Receiver::start(&rtee, receiver_cfg_for(&receiver_id), rauth, &mut rng()).unwrap();
+    // Keys held for a node receiver (by the agent) were released for that node.
+    let mut ring = keyring();
+    ring.custody_mut().released_to = as_node(&receiver_id);
     Run {
         holder,
         receiver,
         htee,
         rtee,
-        ring: keyring(),
+        ring,
         hello,
     }
 }
@@ -151,13 +195,19 @@ fn full_handover_moves_the_keyring_and_confirms_durability() {
     let resp = run.respond(&ch);
     let keys = run.holder_answers(&resp).unwrap();
     let got = run.receiver.on_keys(&run.rtee, &keys).unwrap();
-    assert!(got.keyring.ct_eq(&run.ring));
+    assert_eq!(got.keyring.fingerprint(), run.ring.fingerprint());
+    // Released for the destination the upgrader named, and only that differs.
+    assert_eq!(got.keyring.custody().released_to, Some(dest_v2()));
+    let mut expected = run.ring.clone();
+    expected.custody_mut().released_to = Some(dest_v2());
+    assert!(got.keyring.ct_eq(&expected));
     assert_eq!(got.holder.mr_enclave, node_v1().mr_enclave);
     assert_eq!(got.holder_role, PeerRole::Node(Version::new(1, 0, 0)));
     let ack = run.receiver.ack(&run.rtee).unwrap();
     let delivery = run.holder.on_ack(&run.htee, &ack, NOW + 3).unwrap();
     assert_eq!(delivery.receiver.mr_enclave, agent().mr_enclave);
     assert_eq!(delivery.keyring_fingerprint, run.ring.fingerprint());
+    assert_eq!(delivery.released_to, Some(dest_v2()));
     assert_eq!(run.holder.pending(), 0);
     // The ack cannot be replayed.
     assert!(matches!(
@@ -425,6 +475,7 @@ fn tampered_ciphertext_is_refused_by_the_receiver() {
         &agent().mr_enclave,
         &resp.hpke_public_key,
         &resp.receiver_authorization,
+        &resp.destination,
     );
     let t3 = dc_handover::transcript::keys(&t2, &keys.encapsulated_key, &keys.ciphertext);
     keys.holder_report = run
@@ -578,9 +629,166 @@ fn messages_out_of_order_are_refused() {
         receiver_report: [0; 432],
         hpke_public_key: [0; 32],
         receiver_authorization: vec![],
+        destination: vec![],
     };
     assert!(matches!(
         refused(run.holder_answers(&resp)),
         HandoverError::UnknownSession
     ));
+}
+
+/// Runs a handover up to the holder's decision on the response.
+fn decide<A: Authorizer, B: Authorizer>(run: &mut Run<A, B>) -> Result<Keys, HandoverError> {
+    let ch = run.challenge();
+    let resp = run.respond(&ch);
+    run.holder_answers(&resp)
+}
+
+#[test]
+fn an_upgrader_gets_keys_only_for_a_destination_the_holder_authorizes() {
+    let w = World::new();
+    // No destination at all.
+    let mut run = default_run(&w);
+    let (r, hello) = Receiver::start(
+        &run.rtee,
+        ReceiverConfig {
+            destination: vec![],
+            ..receiver_cfg()
+        },
+        allow_all(),
+        &mut rng(),
+    )
+    .unwrap();
+    (run.receiver, run.hello) = (r, hello);
+    let e = refused(decide(&mut run));
+    assert!(matches!(e, HandoverError::NoDestination), "{e}");
+    assert_eq!(e.code(), "no_destination");
+    assert_eq!(run.holder.pending(), 0);
+    // Evidence the holder's authorizer does not accept.
+    let mut run = default_run(&w);
+    let (r, hello) = Receiver::start(
+        &run.rtee,
+        ReceiverConfig {
+            destination: b"a release the host made up".to_vec(),
+            ..receiver_cfg()
+        },
+        allow_all(),
+        &mut rng(),
+    )
+    .unwrap();
+    (run.receiver, run.hello) = (r, hello);
+    let e = refused(decide(&mut run));
+    assert!(
+        matches!(e, HandoverError::Unauthorized(dc_handover::AuthzError::BadDestination(_))),
+        "{e}"
+    );
+    // A holder without a destination policy (the default) releases to no upgrader.
+    struct NoPolicy;
+    impl Authorizer for NoPolicy {
+        fn authorize(
+            &self,
+            peer: &EnclaveIdentity,
+            e: &[u8],
+        ) -> Result<PeerRole, dc_handover::AuthzError> {
+            allow_all().authorize(peer, e)
+        }
+    }
+    let mut run = setup(&w, node_v1(), agent(), holder_cfg(), NoPolicy, allow_all());
+    let e = refused(decide(&mut run));
+    assert!(
+        matches!(e, HandoverError::Unauthorized(dc_handover::AuthzError::NoDestinationPolicy)),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_destination_below_the_holder_or_the_floor_or_revoked_is_refused() {
+    let w = World::new();
+    // Below the holder's own version.
+    let mut run = setup(
+        &w,
+        node_v1(),
+        agent(),
+        HolderConfig {
+            min_node_version: Version::new(3, 0, 0),
+            ..holder_cfg()
+        },
+        allow_all(),
+        allow_all(),
+    );
+    let e = refused(decide(&mut run));
+    assert!(matches!(e, HandoverError::LowerVersion { .. }), "{e}");
+    // Below the keyring's floor: a newer release already held these keys.
+    let mut run = default_run(&w);
+    run.ring
+        .custody_mut()
+        .raise_floor(Version::new(2, 0, 1), 0);
+    let e = refused(decide(&mut run));
+    assert!(matches!(e, HandoverError::BelowFloor { .. }), "{e}");
+    assert_eq!(e.code(), "below_floor");
+    // Below the keyring's ISVSVN floor.
+    let mut run = default_run(&w);
+    run.ring.custody_mut().raise_floor(Version::new(1, 0, 0), 3);
+    assert!(matches!(
+        refused(decide(&mut run)),
+        HandoverError::BelowFloor { .. }
+    ));
+    // Revoked, as the keyring's custody state records.
+    let mut run = default_run(&w);
+    run.ring
+        .custody_mut()
+        .add_revocation(dc_handover::keyring::RevocationEntry {
+            mr_enclave: node_v2().mr_enclave,
+            evidence: b"signed revocation".to_vec(),
+        })
+        .unwrap();
+    let e = refused(decide(&mut run));
+    assert_eq!(e.code(), "revoked", "{e}");
+    assert_eq!(run.holder.pending(), 0);
+}
+
+#[test]
+fn the_agent_delivers_only_to_the_release_the_keys_were_released_for() {
+    let w = World::new();
+    let cfg = HolderConfig {
+        min_node_version: Version::new(1, 0, 0),
+        allow_upgrader: false,
+        ..holder_cfg()
+    };
+    // Released for node v1; node v2 asks.
+    let mut run = setup(&w, agent(), node_v2(), cfg.clone(), allow_all(), allow_all());
+    run.ring.custody_mut().released_to = as_node(&node_v1());
+    let e = refused(decide(&mut run));
+    assert!(matches!(e, HandoverError::NotReleasedForPeer { .. }), "{e}");
+    // Not released at all (keys a node never released).
+    let mut run = setup(&w, agent(), node_v2(), cfg.clone(), allow_all(), allow_all());
+    run.ring.custody_mut().released_to = None;
+    assert!(matches!(
+        refused(decide(&mut run)),
+        HandoverError::NotReleasedForPeer { .. }
+    ));
+    // A node may not name a destination.
+    let mut run = setup(&w, agent(), node_v2(), cfg.clone(), allow_all(), allow_all());
+    let (r, hello) = Receiver::start(
+        &run.rtee,
+        ReceiverConfig {
+            destination: DEST_V2.to_vec(),
+            ..receiver_cfg_for(&node_v2())
+        },
+        allow_all(),
+        &mut rng(),
+    )
+    .unwrap();
+    (run.receiver, run.hello) = (r, hello);
+    assert!(matches!(
+        refused(decide(&mut run)),
+        HandoverError::UnexpectedDestination
+    ));
+    // Released for this MRENCLAVE but another version: the node itself refuses the keys.
+    let mut run = setup(&w, agent(), node_v2(), cfg, allow_all(), allow_all());
+    run.ring.custody_mut().released_to = Some(dest_of(&node_v2(), Version::new(9, 0, 0)));
+    let keys = decide(&mut run).unwrap();
+    let e = run.receiver.on_keys(&run.rtee, &keys).unwrap_err();
+    assert!(matches!(e, HandoverError::NotReleasedForMe { .. }), "{e}");
+    assert!(run.receiver.ack(&run.rtee).is_err(), "nothing to acknowledge");
 }

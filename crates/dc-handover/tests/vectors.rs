@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use dc_handover::{
-    transcript, Holder, HolderConfig, Keyring, PeerRole, Receiver, ReceiverConfig, StaticAllowList,
+    transcript, Destination, Holder, HolderConfig, Keyring, PeerRole, Receiver, ReceiverConfig, StaticAllowList,
     Version,
 };
 use dc_tee::Report;
@@ -69,6 +69,11 @@ fn generate() -> String {
         dc_tee::KeyId([0x24; 32]),
     ));
     let node = test_identity(0x11, 0xAA, 1, false);
+    let destination = Destination {
+        mr_enclave: test_identity(0x22, 0xAA, 2, false).mr_enclave,
+        version: Version::new(2, 0, 0),
+        isv_svn: 2,
+    };
     let agent = test_identity(0x33, 0xBB, 1, false);
     let (htee, rtee) = (
         InProcessTee::new(platform.clone(), node),
@@ -76,7 +81,8 @@ fn generate() -> String {
     );
     let allow = StaticAllowList::new()
         .allow(node.mr_enclave, PeerRole::Node(Version::new(1, 0, 0)))
-        .allow(agent.mr_enclave, PeerRole::Upgrader);
+        .allow(agent.mr_enclave, PeerRole::Upgrader)
+        .allow_destination(b"destination-evidence", destination);
     let ring = Keyring::new(
         1,
         vec![
@@ -97,6 +103,8 @@ fn generate() -> String {
     let rcfg = ReceiverConfig {
         allow_debug_peers: false,
         authorization: b"receiver-authorization".to_vec(),
+        destination: b"destination-evidence".to_vec(),
+        expect_released_to: Some(destination),
     };
     let mut holder = Holder::new(&htee, cfg, allow.clone()).unwrap();
     let mut hrng = Stream::new("dc-handover vectors: holder");
@@ -115,7 +123,9 @@ fn generate() -> String {
         .on_response(&htee, &response, &ring, now + 10, &mut hrng)
         .unwrap();
     let received = receiver.on_keys(&rtee, &keys).unwrap();
-    assert!(received.keyring.ct_eq(&ring));
+    let mut released = ring.clone();
+    released.custody_mut().released_to = Some(destination);
+    assert!(received.keyring.ct_eq(&released));
     let ack = receiver.ack(&rtee).unwrap();
     let delivered = holder.on_ack(&htee, &ack, now + 15).unwrap().reply;
 
@@ -136,6 +146,7 @@ fn generate() -> String {
         &agent.mr_enclave,
         &response.hpke_public_key,
         &response.receiver_authorization,
+        &response.destination,
     );
     let t3 = transcript::keys(&t2, &keys.encapsulated_key, &keys.ciphertext);
     let t4 = transcript::ack(&t3, &ack.keyring_fingerprint);
@@ -154,14 +165,14 @@ fn generate() -> String {
             &t2.0,
         )
         .unwrap();
-    assert_eq!(opened, ring.encode().to_vec());
+    assert_eq!(opened, released.encode().to_vec());
 
     let v = json!({
         "holder_mrenclave": node.mr_enclave.to_string(),
         "receiver_mrenclave": agent.mr_enclave.to_string(),
         "holder_time_ms_at_hello": now,
         "challenge_ttl_ms": 30_000,
-        "keyring_encoding_hex": hex::encode(ring.encode().as_slice()),
+        "keyring_encoding_hex": hex::encode(released.encode().as_slice()),
         "keyring_fingerprint_hex": hex::encode(ring.fingerprint()),
         "receiver_hpke_secret_key_hex": hex::encode(sk.to_bytes()),
         "receiver_hpke_public_key_hex": hex::encode(pk.to_bytes()),
