@@ -12,6 +12,7 @@
 
 pub mod authorizer;
 pub mod committee;
+pub mod evidence;
 pub mod feed;
 pub mod legacy;
 pub mod multibase;
@@ -20,6 +21,7 @@ pub mod revocation;
 
 pub use authorizer::CommitteeAuthorizer;
 pub use committee::{Committee, CommitteeKey};
+pub use evidence::{ReleaseEvidence, VerifiedRelease};
 pub use record::{Artifact, ReleaseRecord, Role, SignedRecord, VerifiedRecord};
 
 #[derive(Debug, thiserror::Error)]
