@@ -22,11 +22,20 @@ pub struct Status {
     pub mr_enclave: String,
     pub keyring_fingerprint: String,
     pub keyring_epoch: u64,
+    /// The keyring as this process received it by handover (the fingerprint its
+    /// acknowledgement attested), before it minted its own data-key generation.
+    pub received_fingerprint: Option<String>,
+    /// The data-key generation new objects are written under.
+    pub data_generation: u32,
+    /// The highest release version that ever held these keys.
+    pub keyring_floor: String,
+    /// MRENCLAVEs the committee revoked, as this node's sealed custody state records them.
+    pub revoked: Vec<String>,
 }
 
 pub struct Node {
     pub store: ObjectStore,
-    pub status: Status,
+    pub status: std::sync::RwLock<Status>,
     pub ready: AtomicBool,
     /// Test-only fault: every object read answers 404.
     pub fail_reads: bool,
@@ -44,7 +53,13 @@ pub fn router(node: Arc<Node>) -> Router {
 }
 
 fn versioned(node: &Node, mut r: Response) -> Response {
-    if let Ok(v) = HeaderValue::from_str(&node.status.version) {
+    let version = node
+        .status
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .version
+        .clone();
+    if let Ok(v) = HeaderValue::from_str(&version) {
         r.headers_mut().insert(VERSION_HEADER, v);
     }
     r
@@ -54,7 +69,9 @@ fn error(e: &StoreError) -> Response {
     let status = match e {
         StoreError::BadName | StoreError::TooLarge => StatusCode::BAD_REQUEST,
         StoreError::NotFound => StatusCode::NOT_FOUND,
-        StoreError::Corrupt(_) | StoreError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        StoreError::Corrupt(_) | StoreError::UnknownGeneration { .. } | StoreError::Io(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
     };
     (status, e.to_string()).into_response()
 }
@@ -102,5 +119,5 @@ async fn readyz(State(node): State<Arc<Node>>) -> Response {
 }
 
 async fn status(State(node): State<Arc<Node>>) -> Json<Status> {
-    Json(node.status.clone())
+    Json(node.status.read().unwrap_or_else(|p| p.into_inner()).clone())
 }

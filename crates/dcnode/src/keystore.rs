@@ -72,10 +72,12 @@ impl Keystore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io(&path)(e)),
         };
-        let plain = tee.unseal(&blob, AAD).map_err(|e| KeystoreError::Unseal {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let plain =
+            tee.unseal(SealPolicy::MrEnclave, &blob, AAD)
+                .map_err(|e| KeystoreError::Unseal {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
         Keyring::decode(&plain)
             .map(Some)
             .map_err(|e| KeystoreError::Corrupt {

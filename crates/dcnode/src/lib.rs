@@ -4,10 +4,13 @@
 //! - [`keystore`]: the node's keyring sealed to its own MRENCLAVE, one file per enclave
 //!   identity, never deleted — so an older version rolled back to still finds its own blob.
 //! - [`startup`]: where a starting node's keys come from (pure decision).
-//! - [`store`]: objects encrypted at rest with the keyring's data key.
+//! - [`store`]: objects encrypted at rest with generations of the keyring's data key.
+//! - [`custody`]: the custody state that travels with the keyring (floor, release stamp,
+//!   revocations) and the data-key generation each upgrade mints.
 //! - [`api`]: the data API and the status endpoints.
 
 pub mod api;
+pub mod custody;
 pub mod keystore;
 pub mod startup;
 pub mod store;

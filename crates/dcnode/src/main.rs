@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use dc_bundle::Manifest;
 use dc_handover::http::{holder_router, receive_keys, HolderClient};
-use dc_handover::{Holder, HolderConfig, Keyring, ReceiverConfig, Version};
+use dc_handover::{Destination, Holder, HolderConfig, Keyring, ReceiverConfig, Version};
 use dc_release::{Committee, CommitteeAuthorizer};
 use dcnode::api::{self, Node, Status};
 use dcnode::keystore::Keystore;
@@ -169,13 +169,25 @@ async fn run(args: Args) -> Result<()> {
         other_state: keystore.any() || ObjectStore::has_objects(&args.data),
         upgrader: args.upgrader.is_some(),
     };
+    // This release, as the custody rules see it: keys are released for it by name.
+    let me_release = Destination {
+        mr_enclave: me.mr_enclave,
+        version,
+        isv_svn: me.isv_svn,
+    };
+    let mut received_fingerprint = None;
     let ring = match decide(situation) {
-        KeySource::Unseal => keystore.load(&*tee, &me.mr_enclave)?.context("sealed keyring vanished")?,
+        KeySource::Unseal => {
+            let mut ring = keystore.load(&*tee, &me.mr_enclave)?.context("sealed keyring vanished")?;
+            ring.custody_mut().raise_floor(version, me.isv_svn);
+            ring
+        }
         KeySource::Generate => {
-            let ring = match &key_seed {
+            let mut ring = match &key_seed {
                 None => Keyring::generate(&[KEY_IDENTITY, KEY_DATA], &mut OsRng.unwrap_err())?,
                 Some(seed) => dcnode::test_keyring(seed)?,
             };
+            ring.custody_mut().raise_floor(version, me.isv_svn);
             keystore.store(&*tee, &me.mr_enclave, &ring)?;
             info!(fingerprint = %hex::encode(ring.fingerprint()), "new node: generated a keyring");
             ring
@@ -186,25 +198,46 @@ async fn run(args: Args) -> Result<()> {
             let cfg = ReceiverConfig {
                 allow_debug_peers: manifest.trust.allow_debug_peers,
                 authorization: evidence.clone(),
+                destination: Vec::new(),
+                // Keys are taken only if a node holder released them for exactly this release.
+                expect_released_to: Some(me_release),
+            };
+            // A keyring this release sealed before (a retry after a rolled back attempt):
+            // its data-key generation is kept. One that does not open is not ours.
+            let own = match keystore.load(&*tee, &me.mr_enclave) {
+                Ok(own) => own,
+                Err(e) => {
+                    warn!("{e}");
+                    None
+                }
             };
             let (ks, tee2, mre) = (&keystore, tee.clone(), me.mr_enclave);
             let only_upgrader = OnlyUpgrader(CommitteeAuthorizer::new(committee.clone()).with_products(&manifest.name, "dcupgrade"));
             let armed = crash_at.clone();
+            let mut adopted = None;
+            let slot = &mut adopted;
             let received = receive_keys(&client, &*tee, cfg, only_upgrader, move |ring| {
+                let ring = dcnode::custody::adopt_received(ring, own, &me_release, &mut OsRng.unwrap_err())
+                    .map_err(|e| e.to_string())?;
                 crash_point(&armed, "receiver:before-seal");
-                ks.store(&*tee2, &mre, ring).map(|_| ()).map_err(|e| e.to_string())?;
+                ks.store(&*tee2, &mre, &ring).map(|_| ()).map_err(|e| e.to_string())?;
                 crash_point(&armed, "receiver:after-seal");
+                *slot = Some(ring);
                 Ok(())
             })
             .await
             .with_context(|| format!("receiving keys from {url}"))?;
+            let ring = adopted.context("the received keyring was not stored")?;
             info!(
-                fingerprint = %hex::encode(received.keyring.fingerprint()),
+                received = %hex::encode(received.keyring.fingerprint()),
+                fingerprint = %hex::encode(ring.fingerprint()),
+                data_generation = ring.get(KEY_DATA).map_or(0, |k| k.version()),
                 holder = %received.holder.mr_enclave,
-                "received the keyring by attested handover and sealed it"
+                "received the keyring by attested handover and sealed it with a new data-key generation"
             );
             crash_point(&crash_at, "receiver:after-ack");
-            received.keyring
+            received_fingerprint = Some(hex::encode(received.keyring.fingerprint()));
+            ring
         }
         KeySource::Refuse => bail!(
             "{} holds data or other versions' sealed keys but this version has no keys of its own and no upgrader is configured; \
@@ -215,22 +248,35 @@ async fn run(args: Args) -> Result<()> {
     if fault == Some(Fault::CrashAtStart) {
         bail!("fault injection: crashing at start");
     }
-    let data_key = ring.get(KEY_DATA).context("the keyring has no data key")?;
-    let store = ObjectStore::open(&args.data, data_key.secret())?;
+    let unverified = dcnode::custody::unverified_revocations(&ring, &committee);
+    if unverified > 0 {
+        warn!(unverified, "revocations in the keyring that this committee cannot verify are kept (they only restrict)");
+    }
+    if ring.custody().is_revoked(&me.mr_enclave) {
+        error!("the committee revoked this release; it serves, but upgrade to a newer release now");
+    }
+    let store = ObjectStore::open(&args.data, &ring, KEY_DATA)?;
     let node = Arc::new(Node {
-        store,
-        status: Status {
+        status: std::sync::RwLock::new(Status {
             product: manifest.name.clone(),
             version: version.to_string(),
             mr_enclave: me.mr_enclave.to_string(),
             keyring_fingerprint: hex::encode(ring.fingerprint()),
             keyring_epoch: ring.epoch(),
-        },
+            received_fingerprint,
+            data_generation: store.current_generation(),
+            keyring_floor: ring.custody().floor.to_string(),
+            revoked: revoked_list(&ring),
+        }),
+        store,
         ready: AtomicBool::new(true),
         fail_reads: fault == Some(Fault::Unhealthy),
     });
+    // The keyring the holder releases; revocations pushed by the agent replace it.
+    let current = Arc::new(std::sync::RwLock::new(Arc::new(ring)));
 
-    // Holder side: hand the keyring to an authorized upgrade agent or newer node.
+    let committee_for_revocations = committee.clone();
+    // Holder side: hand the keyring to the upgrade agent, for a destination it authorizes.
     let holder = Holder::new(
         &*tee,
         HolderConfig {
@@ -241,19 +287,35 @@ async fn run(args: Args) -> Result<()> {
             max_pending: 16,
             authorization: evidence,
         },
-        // Keys go only to the upgrade agent, never directly to another node.
+        // Keys go only to the upgrade agent, never directly to another node, and only for a
+        // committee-signed destination this node checks itself.
         OnlyUpgrader(
-            CommitteeAuthorizer::new(committee).with_products(&manifest.name, "dcupgrade"),
+            CommitteeAuthorizer::new(committee.clone()).with_products(&manifest.name, "dcupgrade"),
         ),
     )?;
+    let source = {
+        let current = current.clone();
+        Arc::new(move || current.read().unwrap_or_else(|p| p.into_inner()).clone())
+    };
     let upgrade_app = holder_router(
         holder,
         tee.clone(),
-        Arc::new(ring),
-        Arc::new(
-            |d| info!(receiver = %d.receiver.mr_enclave, "keyring handed over; the receiver confirmed durable storage"),
-        ),
-    );
+        source,
+        Arc::new(|d| {
+            info!(
+                receiver = %d.receiver.mr_enclave,
+                released_to = %d.released_to.map_or("-".into(), |r| r.to_string()),
+                "keyring handed over; the receiver confirmed durable storage"
+            )
+        }),
+    )
+    .merge(revocation_router(RevocationState {
+        current,
+        committee: committee_for_revocations,
+        tee: tee.clone(),
+        data: args.data.clone(),
+        node: node.clone(),
+    }));
     // Test-only crash points after each holder step: the step's response is sent, then the
     // node dies at the next handover request (or shortly after, if none comes).
     let upgrade_app = match crash_at.clone().filter(|p| p.starts_with("holder:")) {
@@ -329,6 +391,99 @@ impl dc_handover::Authorizer for OnlyUpgrader {
             dc_handover::PeerRole::Upgrader => Ok(dc_handover::PeerRole::Upgrader),
             _ => Err(dc_handover::AuthzError::NotAuthorized(peer.mr_enclave)),
         }
+    }
+
+    fn authorize_destination(
+        &self,
+        evidence: &[u8],
+    ) -> Result<Destination, dc_handover::AuthzError> {
+        self.0.authorize_destination(evidence)
+    }
+}
+
+fn revoked_list(ring: &Keyring) -> Vec<String> {
+    ring.custody()
+        .revocations()
+        .iter()
+        .map(|r| r.mr_enclave.to_string())
+        .collect()
+}
+
+/// `POST /v1/revocations` on the upgrade port: a committee-signed revocation, verified here
+/// against the measured committee, kept in the sealed custody state at once.
+struct RevocationState {
+    current: Arc<std::sync::RwLock<Arc<Keyring>>>,
+    committee: Committee,
+    tee: Arc<dyn dc_tee::Tee>,
+    data: PathBuf,
+    node: Arc<Node>,
+}
+
+pub const PATH_REVOCATIONS: &str = "/v1/revocations";
+
+fn revocation_router(state: RevocationState) -> axum::Router {
+    axum::Router::new()
+        .route(PATH_REVOCATIONS, axum::routing::post(post_revocation))
+        .with_state(Arc::new(state))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            dc_release::record::MAX_RECORD_BYTES,
+        ))
+        .layer(axum::middleware::from_fn(dc_handover::http::deadline))
+}
+
+async fn post_revocation(
+    axum::extract::State(st): axum::extract::State<Arc<RevocationState>>,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let reply = |code: StatusCode, v: serde_json::Value| (code, axum::Json(v)).into_response();
+    let st2 = st.clone();
+    // Sealing talks to the platform: off the async threads, one change at a time.
+    let r = tokio::task::spawn_blocking(move || {
+        let mut cur = st2.current.write().unwrap_or_else(|p| p.into_inner());
+        let (m, next) = dcnode::custody::apply_revocation(&cur, &body, &st2.committee)
+            .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
+        let Some(next) = next else {
+            return Ok((m, false));
+        };
+        let me = st2
+            .tee
+            .identity()
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        Keystore::new(&st2.data)
+            .store(&*st2.tee, &me.mr_enclave, &next)
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        st2.node
+            .status
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .revoked = revoked_list(&next);
+        *cur = Arc::new(next);
+        Ok((m, true))
+    })
+    .await;
+    match r {
+        Ok(Ok((m, added))) => {
+            if added {
+                warn!(revoked = %m, "committee revocation recorded in the sealed keyring; keys never go to it");
+            }
+            reply(
+                StatusCode::OK,
+                serde_json::json!({ "revoked": m.to_string(), "added": added }),
+            )
+        }
+        Ok(Err((code, e))) => {
+            warn!("revocation refused: {e}");
+            reply(
+                code,
+                serde_json::json!({ "error": "revocation_refused", "message": e }),
+            )
+        }
+        Err(_) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            serde_json::json!({ "error": "internal", "message": "revocation step failed" }),
+        ),
     }
 }
 
