@@ -26,8 +26,9 @@ pub struct FeedEntry {
 pub struct FeedScan {
     /// Every valid node release of the product, highest version first.
     pub valid: Vec<FeedEntry>,
-    /// EnclaveIDs the committee revoked (signed revocations in the feed).
-    pub revoked: Vec<dc_tee::Measurement>,
+    /// EnclaveIDs the committee revoked, with the signed revocation (verified), so that it
+    /// can be passed on to enclaves that verify it themselves.
+    pub revoked: Vec<(dc_tee::Measurement, Vec<u8>)>,
     /// Records that were refused, with the reason (reported, never acted on).
     pub refused: Vec<(PathBuf, String)>,
 }
@@ -108,7 +109,7 @@ impl LocalFeed {
             };
             if let Ok(rev) = crate::revocation::SignedRevocation::parse(&bytes) {
                 match rev.verify(committee) {
-                    Ok(m) => scan.revoked.push(m),
+                    Ok(m) => scan.revoked.push((m, bytes)),
                     Err(e) => scan.refused.push((p, format!("revocation: {e}"))),
                 }
                 continue;

@@ -23,12 +23,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dc_bundle::Bundle;
 use dc_chain::{Event as ChainEvent, Observation};
-use dc_handover::http::{holder_router, receive_keys, HolderClient};
+use dc_handover::http::{fixed_keyring, holder_router_observed, receive_keys, HolderClient};
 use dc_handover::{
-    Authorizer, AuthzError, Holder, HolderConfig, Keyring, PeerRole, ReceiverConfig, Version,
+    Authorizer, AuthzError, Destination, Holder, HolderConfig, Keyring, PeerRole, ReceiverConfig,
+    Version,
 };
 use dc_release::feed::LocalFeed;
-use dc_release::{Committee, SignedRecord};
+use dc_release::{Committee, CommitteeAuthorizer, ReleaseEvidence, SignedRecord};
 use dc_tee::{EnclaveIdentity, Measurement, SealPolicy, Tee};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -135,6 +136,33 @@ impl Authorizer for Pinned {
     }
 }
 
+/// The agent takes keys only from a holder that proves, with committee-signed evidence bound
+/// into the attested transcript, that it is a node release — never because a file names it.
+/// The journal's `current` is checked on top: it can only make a handover fail.
+struct CommitteeNode {
+    committee: CommitteeAuthorizer,
+    expected: Measurement,
+}
+
+impl Authorizer for CommitteeNode {
+    fn authorize(&self, peer: &EnclaveIdentity, evidence: &[u8]) -> Result<PeerRole, AuthzError> {
+        match self.committee.authorize(peer, evidence)? {
+            PeerRole::Node(v) if peer.mr_enclave == self.expected => Ok(PeerRole::Node(v)),
+            PeerRole::Node(_) => Err(AuthzError::BadEvidence {
+                mr_enclave: peer.mr_enclave,
+                reason: format!(
+                    "a committee-signed node release, but not the installed one ({})",
+                    self.expected
+                ),
+            }),
+            PeerRole::Upgrader => Err(AuthzError::BadEvidence {
+                mr_enclave: peer.mr_enclave,
+                reason: "an upgrader record; keys are taken only from a node release".into(),
+            }),
+        }
+    }
+}
+
 pub struct Agent {
     /// Exclusive lock on the state directory: one agent per state directory.
     _lock: std::fs::File,
@@ -152,9 +180,50 @@ pub struct Agent {
     downloader: Downloader,
     shared: Arc<Shared>,
     http: reqwest::Client,
-    reported: std::collections::BTreeSet<String>,
+    reported: Reported,
     chain: Option<mpsc::Receiver<ChainEvent>>,
     chain_latest: Option<Observation>,
+    runtime: Runtime,
+}
+
+/// Refusals already reported, bounded: a hostile source (a chain RPC node, a feed) can make
+/// up endless distinct refusals; only the most recent [`Reported::CAP`] are remembered.
+#[derive(Default)]
+struct Reported {
+    order: std::collections::VecDeque<String>,
+    set: std::collections::HashSet<String>,
+}
+
+impl Reported {
+    const CAP: usize = 256;
+
+    /// `true` if `msg` is new.
+    fn insert(&mut self, msg: &str) -> bool {
+        if self.set.contains(msg) {
+            return false;
+        }
+        if self.order.len() >= Self::CAP {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        self.order.push_back(msg.to_string());
+        self.set.insert(msg.to_string());
+        true
+    }
+}
+
+/// In-memory state of the running agent (not journaled).
+#[derive(Default)]
+struct Runtime {
+    /// The chain block evaluated last and its outcome: each finalized block is checked once.
+    chain_evaluated: Option<(String, Result<Option<Candidate>, String>)>,
+    /// Signed revocations seen in the feed, to pass on to the node, which verifies them.
+    revocation_evidence: std::collections::BTreeMap<Measurement, Vec<u8>>,
+    /// Revocations the running node has confirmed; cleared when the node restarts.
+    pushed: std::collections::BTreeSet<Measurement>,
+    /// The last refusal the agent's holder gave the new node, for the rollback reason.
+    handover_refusal: Arc<Mutex<Option<String>>>,
 }
 
 fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> String {
@@ -279,6 +348,7 @@ impl Agent {
             reported: Default::default(),
             chain,
             chain_latest: None,
+            runtime: Runtime::default(),
         };
         agent.publish_status();
         Ok(agent)
@@ -460,8 +530,44 @@ impl Agent {
         confirmed
     }
 
+    /// Passes every signed revocation the running node has not confirmed yet to it; the node
+    /// verifies it against its own measured committee and seals it with its keys.
+    async fn push_revocations(&mut self) {
+        if !self.node_ready {
+            return;
+        }
+        let todo: Vec<(Measurement, Vec<u8>)> = self
+            .runtime
+            .revocation_evidence
+            .iter()
+            .filter(|(m, _)| !self.runtime.pushed.contains(m))
+            .map(|(m, e)| (*m, e.clone()))
+            .collect();
+        let url = format!("http://{}/v1/revocations", self.cfg.node_upgrade);
+        for (m, ev) in todo {
+            let r = self.http.post(&url).body(ev).send().await;
+            match r {
+                Ok(r) if r.status().is_success() => {
+                    info!(revoked = %m, "the node recorded the revocation");
+                    self.runtime.pushed.insert(m);
+                }
+                Ok(r) => {
+                    let status = r.status();
+                    let body = r.text().await.unwrap_or_default();
+                    self.report(format!(
+                        "the node refused revocation {m}: HTTP {status} {}",
+                        body.chars().take(300).collect::<String>()
+                    ));
+                }
+                Err(e) => warn!(revoked = %m, "passing the revocation to the node failed: {e}; retrying later"),
+            }
+        }
+    }
+
     /// Starts the current node and waits until it serves.
     pub async fn start_current(&mut self) -> Result<(), String> {
+        // A new node process: it confirms the revocations again.
+        self.runtime.pushed.clear();
         let current = self.state.current.clone();
         self.start_node(&current, false).await?;
         let deadline = self.cfg.node_ready_deadline;
@@ -490,6 +596,17 @@ impl Agent {
             }
             // Keep `/v1/status` true to the node's process, not only to transitions.
             self.publish_status();
+            if self.state.phase == Phase::RollingBack {
+                // A rollback halted because the new node's exit was not confirmed.
+                self.rollback("resuming the halted rollback".into()).await;
+                if self.state.phase == Phase::RollingBack {
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.cfg.poll) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+                continue;
+            }
             let running = self.node.as_mut().is_some_and(|n| n.exited().is_none());
             if !running {
                 if self.node.is_some() {
@@ -512,7 +629,10 @@ impl Agent {
             }
             self.apply_pause_request();
             if !self.state.paused && self.state.phase == Phase::Idle {
-                if let Some(candidate) = self.next_candidate() {
+                let candidate = self.next_candidate();
+                // Revocations reach the running node at once, not only at the next upgrade.
+                self.push_revocations().await;
+                if let Some(candidate) = candidate {
                     self.upgrade(candidate).await;
                     continue;
                 }
@@ -600,10 +720,16 @@ impl Agent {
                     for (p, why) in &scan.refused {
                         self.report(format!("{}: {why}", p.display()));
                     }
+                    for (m, ev) in &scan.revoked {
+                        self.runtime
+                            .revocation_evidence
+                            .entry(*m)
+                            .or_insert_with(|| ev.clone());
+                    }
                     let new: Vec<String> = scan
                         .revoked
                         .iter()
-                        .map(|m| m.to_string())
+                        .map(|(m, _)| m.to_string())
                         .filter(|m| !self.state.revoked.contains(m))
                         .collect();
                     if !new.is_empty() {
@@ -625,15 +751,23 @@ impl Agent {
                 Err(e) => self.report(format!("feed unreadable: {e}")),
             }
         }
-        let revoked = self.revoked();
         if let Some(obs) = &self.chain_latest {
-            match evaluate_chain(obs, &self.committee, &revoked) {
-                Ok(Some(c)) => out.push(c),
-                Ok(None) => {}
-                Err(e) => {
-                    let msg = format!("DCChain block #{}: {e}", obs.block_number);
-                    self.report(msg);
-                }
+            // Each finalized block is evaluated once (its EnclaveIds signatures verified once),
+            // however often the loop polls.
+            let fresh = self
+                .runtime
+                .chain_evaluated
+                .as_ref()
+                .is_none_or(|(hash, _)| hash != &obs.block_hash);
+            if fresh {
+                let r = evaluate_chain(obs, &self.committee, &self.revoked())
+                    .map_err(|e| format!("DCChain block #{}: {e}", obs.block_number));
+                self.runtime.chain_evaluated = Some((obs.block_hash.clone(), r));
+            }
+            match self.runtime.chain_evaluated.as_ref().map(|(_, r)| r.clone()) {
+                Some(Ok(Some(c))) => out.push(c),
+                Some(Err(msg)) => self.report(msg),
+                _ => {}
             }
         }
         out
@@ -680,7 +814,7 @@ impl Agent {
 
     /// Records a refusal once (status and log), never acting on it.
     fn report(&mut self, msg: String) {
-        if self.reported.insert(msg.clone()) {
+        if self.reported.insert(&msg) {
             warn!("{msg}");
             let mut st = self
                 .shared
@@ -716,7 +850,7 @@ impl Agent {
             return self.give_up(e);
         }
 
-        let (target, isv_svn) = match self.fetch_and_verify(&c).await {
+        let (target, isv_svn, target_evidence) = match self.fetch_and_verify(&c).await {
             Ok(t) => t,
             Err(e) => return self.give_up(format!("release {} refused: {e}", c.version)),
         };
@@ -730,7 +864,12 @@ impl Agent {
             return self.give_up(e);
         }
 
-        let (ring, probe) = match self.acquire_keys().await {
+        let destination = Destination {
+            mr_enclave: c.mr_enclave,
+            version: c.version,
+            isv_svn,
+        };
+        let (ring, probe) = match self.acquire_keys(&target_evidence, destination).await {
             Ok(x) => x,
             Err(e) => {
                 return self.give_up(format!("taking the keys from the running node failed: {e}"))
@@ -776,9 +915,24 @@ impl Agent {
         };
         self.disarm_handover();
         let Some(receiver) = delivered else {
-            return self
-                .rollback("the new node did not take the keys in time (crashed or refused)".into())
-                .await;
+            let why = self
+                .runtime
+                .handover_refusal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            let exited = self.node.as_mut().and_then(|n| n.exited());
+            let reason = match (why, exited) {
+                (Some(why), _) => format!("the agent refused the new node the keys: {why}"),
+                (None, Some(code)) => format!(
+                    "the new node exited ({code}) before taking the keys; it refused them or crashed (see its log)"
+                ),
+                (None, None) => format!(
+                    "the new node did not take the keys within {:?}",
+                    self.cfg.handover_deadline
+                ),
+            };
+            return self.rollback(reason).await;
         };
         crate::crash::point("after-effect:keys-delivered");
         if let Err(e) = self.enter(
@@ -889,7 +1043,24 @@ impl Agent {
         self.record_failure(&reason);
         let _ = self.enter(Phase::RollingBack, reason.clone());
         self.disarm_handover();
-        self.stop_node().await;
+        // The old node is never started beside a new one that may still run.
+        let mut confirmed = self.stop_node().await;
+        for attempt in 1..3 {
+            if confirmed {
+                break;
+            }
+            warn!(attempt, "the new node's exit is not confirmed; stopping it again");
+            confirmed = self.stop_node().await;
+        }
+        if !confirmed {
+            let msg = format!(
+                "{reason}; rollback halted: the new node's exit could not be confirmed, so the previous node was not started beside it. Stop the node process by hand; the agent retries the rollback"
+            );
+            error!("{msg}");
+            self.set_error(msg);
+            // Stays in RollingBack: the main loop retries until the exit is confirmed.
+            return;
+        }
         match self.start_current().await {
             Ok(()) => info!("rolled back: the previous node serves again"),
             Err(e) => {
@@ -904,8 +1075,14 @@ impl Agent {
 
     /// Downloads and unpacks the artifact and checks the bundle against the candidate: the
     /// measurement against the signed EnclaveID; version and ISVSVN against the signed (feed)
-    /// or claimed (chain) ones. Returns the release and its ISVSVN.
-    async fn fetch_and_verify(&mut self, c: &Candidate) -> Result<(Release, u16), String> {
+    /// or claimed (chain) ones. Everything that can be checked before the running node is
+    /// touched is checked here. Returns the release, its ISVSVN and its evidence (the signed
+    /// record, or for a chain release its signatures and measured manifest) — what the node
+    /// holding the keys will verify itself before releasing them.
+    async fn fetch_and_verify(
+        &mut self,
+        c: &Candidate,
+    ) -> Result<(Release, u16, Vec<u8>), String> {
         let archive = self
             .downloader
             .fetch(&c.fetch)
@@ -981,39 +1158,61 @@ impl Agent {
                 bundle.manifest.isv_svn, c.isv_svn
             ));
         }
+        if bundle.manifest.debug && !self.allow_debug {
+            return Err(format!(
+                "{} is a DEBUG enclave (its memory is readable by the host); this agent's measured policy refuses DEBUG peers",
+                bundle.mr_enclave
+            ));
+        }
         if bundle.manifest.isv_svn < self.state.highest_isv_svn {
             return Err(format!(
                 "ISVSVN {} is lower than the highest ever trusted ({})",
                 bundle.manifest.isv_svn, self.state.highest_isv_svn
             ));
         }
-        let record = match &c.record_json {
-            Some(json) => {
-                let p = self
-                    .cfg
-                    .state_dir
-                    .join("records")
-                    .join(format!("{mre}.json"));
-                write_atomic(&p, json)?;
-                Some(p)
-            }
-            None => None,
+        let evidence = match &c.record_json {
+            Some(json) => json.clone(),
+            None => ReleaseEvidence::legacy(
+                &c.mr_enclave,
+                c.legacy_signatures.clone(),
+                &bundle.manifest_bytes,
+            )
+            .to_json(),
         };
+        // Check it as the node will, so a refusal is reported here and names its reason.
+        let verified = ReleaseEvidence::parse(&evidence)
+            .and_then(|e| e.verify(&self.committee, now_ms() / 1000))
+            .map_err(|e| format!("release evidence: {e}"))?;
+        if verified.mr_enclave != c.mr_enclave || verified.isv_svn != bundle.manifest.isv_svn {
+            return Err("the release evidence names another enclave or ISVSVN".into());
+        }
+        let p = self
+            .cfg
+            .state_dir
+            .join("records")
+            .join(format!("{mre}.json"));
+        write_atomic(&p, &evidence)?;
         Ok((
             Release {
                 version: c.version.to_string(),
                 mr_enclave: mre,
                 bundle_dir: final_dir,
-                record,
+                record: Some(p),
             },
             bundle.manifest.isv_svn,
+            evidence,
         ))
     }
 
     /// Writes the probe through the old node, then takes its keyring by attested handover —
-    /// only from the installed node's MRENCLAVE — and seals it inside the agent before
-    /// acknowledging.
-    async fn acquire_keys(&mut self) -> Result<(Keyring, String), String> {
+    /// only from a committee-signed node release that is the installed one, presenting the
+    /// target release's evidence, which that node checks itself before it releases the keys
+    /// for exactly that target — and seals it inside the agent before acknowledging.
+    async fn acquire_keys(
+        &mut self,
+        target_evidence: &[u8],
+        destination: Destination,
+    ) -> Result<(Keyring, String), String> {
         let mut probe = [0u8; 32];
         getrandom::getrandom(&mut probe).map_err(|e| e.to_string())?;
         let probe = hex::encode(probe);
@@ -1034,12 +1233,15 @@ impl Agent {
         let cfg = ReceiverConfig {
             allow_debug_peers: self.allow_debug,
             authorization: self.evidence.clone(),
+            destination: target_evidence.to_vec(),
+            expect_released_to: Some(destination),
         };
-        let current = &self.state.current;
-        let pinned = Pinned {
-            expected: Measurement::from_hex(&current.mr_enclave).map_err(|e| e.to_string())?,
-            role: PeerRole::Node(current.version.parse().map_err(|e: String| e)?),
-            revoked: vec![],
+        let pinned = CommitteeNode {
+            committee: CommitteeAuthorizer::new(self.committee.clone())
+                .with_products(PRODUCT, "dcupgrade")
+                .with_revoked(self.revoked()),
+            expected: Measurement::from_hex(&self.state.current.mr_enclave)
+                .map_err(|e| e.to_string())?,
         };
         let keys_dir = self.cfg.state_dir.join("keys");
         let tee = self.tee.clone();
@@ -1089,14 +1291,20 @@ impl Agent {
                 revoked: self.revoked(),
             },
         );
+        let refusal = self.runtime.handover_refusal.clone();
+        *refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
         match holder {
             Ok(h) => {
-                let router = holder_router(
+                let router = holder_router_observed(
                     h,
                     self.tee.clone(),
-                    Arc::new(ring),
+                    fixed_keyring(ring),
                     Arc::new(move |d| {
                         let _ = tx.send(d.receiver.mr_enclave);
+                    }),
+                    Arc::new(move |e| {
+                        *refusal.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(format!("{} ({})", e, e.code()));
                     }),
                 );
                 *self
@@ -1156,9 +1364,11 @@ impl Agent {
                 .unwrap_or_default()
                 .to_string()
         };
+        // The node attested the received keyring in its acknowledgement; it then minted its
+        // own data-key generation, so its current fingerprint differs by design.
         if field("version") != target.version
             || field("mr_enclave") != target.mr_enclave
-            || field("keyring_fingerprint") != fp
+            || field("received_fingerprint") != fp
         {
             return Err(format!(
                 "the node reports {status}, expected version {} with keyring {fp}",

@@ -36,6 +36,9 @@ pub struct Candidate {
     pub fetch: Fetch,
     /// The signed record, for the node to present as evidence (feed releases).
     pub record_json: Option<Vec<u8>>,
+    /// Chain releases: the `EnclaveIds` signatures that authorize the EnclaveID. With the
+    /// measured manifest they make the release's evidence for the holder and the node.
+    pub legacy_signatures: Vec<String>,
     /// Where it came from, for the journal and operators.
     pub source: String,
 }
@@ -54,6 +57,7 @@ impl Candidate {
                 size_is_exact: true,
             },
             record_json: Some(json),
+            legacy_signatures: Vec::new(),
             source,
         })
     }
@@ -130,6 +134,15 @@ pub fn evaluate_chain(
             size_is_exact: false,
         },
         record_json: None,
+        legacy_signatures: entries
+            .iter()
+            .filter(|e| e.enclave_id == program.enclave_id)
+            .filter(|e| {
+                dc_release::legacy::signer_of(committee, &e.enclave_id, &e.signature).is_some()
+            })
+            .filter_map(|e| String::from_utf8(e.signature.clone()).ok())
+            .take(dc_release::evidence::MAX_LEGACY_SIGNATURES)
+            .collect(),
         source: format!(
             "DCChain block #{} {} ({} committee signature(s))",
             obs.block_number,
