@@ -104,15 +104,27 @@ fn open_sim() -> Result<Opened, TeeError> {
     })
 }
 
-/// Reads a file of at most `limit` bytes; a larger one is an `InvalidData` error, never a
-/// large allocation. Every file the host can write (records, journals, sealed blobs,
+/// Reads a regular file of at most `limit` bytes; a larger one is an `InvalidData` error,
+/// never a large allocation, and anything but a regular file (FIFO, device, directory) is an
+/// `InvalidInput` error. Every file the host can write (records, journals, sealed blobs,
 /// configuration) is read through this.
 pub fn read_limited(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK: a FIFO the host put where a record belongs must not block open(2) forever;
+    // the type is then checked on the opened file itself, so it cannot be swapped after.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.file_type().is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
     let mut b = Vec::new();
-    std::fs::File::open(path)?
-        .take(limit + 1)
-        .read_to_end(&mut b)?;
+    f.take(limit + 1).read_to_end(&mut b)?;
     if b.len() as u64 > limit {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
