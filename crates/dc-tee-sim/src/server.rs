@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dc_bundle::Bundle;
+use dc_bundle::{Bundle, BundleKind};
 use dc_tee::sgx::{ConfigId, EgetkeyError};
 use dc_tee::sim::{wire, CHANNEL_FD_ENV};
 use dc_tee::{CpuSvn, EnclaveIdentity, KeyId, KeyRequest, ReportData, TargetInfo};
@@ -162,6 +162,19 @@ pub fn identity_of(bundle: &Bundle) -> EnclaveIdentity {
     }
 }
 
+/// The platform assigns identities it computes from a bundle's own files. A Gramine bundle's
+/// MRENCLAVE is whatever its SIGSTRUCT says: on SGX the CPU checks that at EINIT, here nothing
+/// would, so any bundle could claim any identity.
+fn refuse_unmeasurable(src: &Path, bundle: &Bundle) -> Result<(), String> {
+    match bundle.kind {
+        BundleKind::Sim => Ok(()),
+        BundleKind::Gramine(_) => Err(format!(
+            "bundle {}: the software platform runs only software-platform bundles; a Gramine bundle's identity comes from its SIGSTRUCT, which this platform cannot verify. Run it with gramine-sgx on an SGX machine, or build a software-platform bundle (dctee-sim bundle)",
+            src.display()
+        )),
+    }
+}
+
 fn launch(
     platform: &Arc<Platform>,
     dir: &Path,
@@ -175,9 +188,13 @@ fn launch(
     }
     // Measure a private copy and run that copy, so the files cannot change between
     // measurement and execution.
-    let bundle = Bundle::open(src)
-        .and_then(|b| b.copy_verified(dir))
+    let opened = Bundle::open(src).map_err(|e| format!("bundle {}: {e}", src.display()))?;
+    refuse_unmeasurable(src, &opened)?;
+    let bundle = opened
+        .copy_verified(dir)
         .map_err(|e| format!("bundle {}: {e}", src.display()))?;
+    // Checked again on the copy: it is what runs, and the source may have changed meanwhile.
+    refuse_unmeasurable(src, &bundle)?;
     let identity = identity_of(&bundle);
     let (platform_end, enclave_end) = UnixStream::pair().map_err(|e| e.to_string())?;
 
@@ -205,7 +222,8 @@ fn launch(
         .stderr(Stdio::piped())
         .process_group(0);
     let fd = enclave_end.as_raw_fd();
-    // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
+    let max_fd = fd_limit();
+    // SAFETY: only async-signal-safe calls (dup2, fcntl, close_range) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
             if fd == 3 {
@@ -216,6 +234,7 @@ fn launch(
             } else if libc::dup2(fd, 3) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            close_on_exec_from(4, max_fd);
             Ok(())
         });
     }
@@ -295,6 +314,44 @@ fn launch(
     );
     send(Event::Exited(code));
     Ok(())
+}
+
+/// One past the highest fd this process can have open.
+fn fd_limit() -> libc::c_int {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) writes only the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return 1024;
+    }
+    // Linux caps RLIMIT_NOFILE at fs.nr_open (1Mi by default); bound the fallback loop.
+    libc::c_int::try_from(r.rlim_cur.min(1 << 20)).unwrap_or(1 << 20)
+}
+
+/// Marks every fd from `first` on close-on-exec, in the child between fork and exec: the
+/// enclave gets its channel and standard streams and nothing else the platform happened to
+/// inherit or hold (std's exec-error pipe is already close-on-exec, so it keeps working).
+///
+/// # Safety
+/// Async-signal-safe calls only; for use in `pre_exec`.
+unsafe fn close_on_exec_from(first: libc::c_int, limit: libc::c_int) {
+    let done = libc::syscall(
+        libc::SYS_close_range,
+        first as libc::c_uint,
+        libc::c_uint::MAX,
+        libc::CLOSE_RANGE_CLOEXEC,
+    ) == 0;
+    if !done {
+        // Kernels before 5.11: one fcntl per possible fd.
+        for fd in first..limit {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
 }
 
 fn terminate(pid: u32, exited: &AtomicBool) {
@@ -443,8 +500,9 @@ mod tests {
         let blob = ta
             .seal(dc_tee::SealPolicy::MrEnclave, b"", b"hello")
             .unwrap();
-        assert_eq!(&ta.unseal(&blob.0, b"").unwrap()[..], b"hello");
-        assert!(tb.unseal(&blob.0, b"").is_err());
+        let policy = dc_tee::SealPolicy::MrEnclave;
+        assert_eq!(&ta.unseal(policy, &blob.0, b"").unwrap()[..], b"hello");
+        assert!(tb.unseal(policy, &blob.0, b"").is_err());
         assert_eq!(ta.measured_manifest().unwrap(), b"manifest");
     }
 

@@ -255,22 +255,34 @@ fn mrenclave_and_mrsigner_sealing_policies() {
 
     p.ok(&v1, f.path(), &["seal", "mrenclave", "only-v1", "e.blob"]);
     assert!(p
-        .ok(&v1, f.path(), &["unseal", "e.blob"])
+        .ok(&v1, f.path(), &["unseal", "mrenclave", "e.blob"])
         .contains("unsealed=only-v1"));
-    let (code, out) = p.launch(&v1_other_byte, f.path(), &["unseal", "e.blob"]);
+    let (code, out) = p.launch(&v1_other_byte, f.path(), &["unseal", "mrenclave", "e.blob"]);
     assert_eq!(code, 1);
     assert!(out.contains("does not open"), "{out}");
 
     p.ok(&v1, f.path(), &["seal", "mrsigner", "family", "s.blob"]);
     assert!(p
-        .ok(&v2, f.path(), &["unseal", "s.blob"])
+        .ok(&v2, f.path(), &["unseal", "mrsigner", "s.blob"])
         .contains("unsealed=family"));
-    assert_eq!(p.launch(&foreign, f.path(), &["unseal", "s.blob"]).0, 1);
+    assert_eq!(
+        p.launch(&foreign, f.path(), &["unseal", "mrsigner", "s.blob"])
+            .0,
+        1
+    );
 
     p.ok(&v2, f.path(), &["seal", "mrsigner", "newer", "s2.blob"]);
-    let (code, out) = p.launch(&v1, f.path(), &["unseal", "s2.blob"]);
+    let (code, out) = p.launch(&v1, f.path(), &["unseal", "mrsigner", "s2.blob"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("ISVSVN is 2, above this enclave's 1"), "{out}");
+    // EGETKEY itself refuses it too, had the request reached it.
+    let (code, out) = p.launch(&v1, f.path(), &["unseal-unchecked", "s2.blob"]);
     assert_eq!(code, 1);
     assert!(out.contains("SGX_INVALID_ISVSVN"), "{out}");
+    // A blob is opened only under the policy it was sealed with.
+    let (code, out) = p.launch(&v1, f.path(), &["unseal", "mrsigner", "e.blob"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("KEYPOLICY is 0x0001"), "{out}");
 }
 
 #[test]
@@ -289,10 +301,10 @@ fn sealed_data_survives_a_cpusvn_increase_across_a_restart_and_is_never_deleted(
     let out = p.ok(&a, f.path(), &["identity"]);
     assert_eq!(field(&out, "cpusvn"), newer);
     assert!(p
-        .ok(&a, f.path(), &["unseal", "k.blob"])
+        .ok(&a, f.path(), &["unseal", "mrenclave", "k.blob"])
         .contains("unsealed=keys"));
     assert!(p
-        .ok(&a, f.path(), &["unseal", "k2.blob"])
+        .ok(&a, f.path(), &["unseal", "mrsigner", "k2.blob"])
         .contains("unsealed=keys2"));
     // Something sealed on the newer TCB...
     p.ok(&a, f.path(), &["seal", "mrenclave", "new", "new.blob"]);
@@ -301,7 +313,7 @@ fn sealed_data_survives_a_cpusvn_increase_across_a_restart_and_is_never_deleted(
     // ...does not open after a microcode rollback, and the blob is left exactly as it was.
     let before = std::fs::read(f.path().join("new.blob")).unwrap();
     let p = Platform::start(&state, Some(&"01".repeat(16)));
-    let (code, out) = p.launch(&a, f.path(), &["unseal", "new.blob"]);
+    let (code, out) = p.launch(&a, f.path(), &["unseal", "mrenclave", "new.blob"]);
     assert_eq!(code, 1);
     assert!(out.contains("SGX_INVALID_CPUSVN"), "{out}");
     assert_eq!(std::fs::read(f.path().join("new.blob")).unwrap(), before);
@@ -329,9 +341,17 @@ fn debug_enclaves_are_marked_and_get_different_seal_keys() {
 
     // Same signer, product and ISVSVN: only the DEBUG bit differs, and the keys differ.
     p.ok(&dbg, f.path(), &["seal", "mrsigner", "d", "d.blob"]);
-    assert_eq!(p.launch(&prod, f.path(), &["unseal", "d.blob"]).0, 1);
+    assert_eq!(
+        p.launch(&prod, f.path(), &["unseal", "mrsigner", "d.blob"])
+            .0,
+        1
+    );
     p.ok(&prod, f.path(), &["seal", "mrsigner", "p", "p.blob"]);
-    assert_eq!(p.launch(&dbg, f.path(), &["unseal", "p.blob"]).0, 1);
+    assert_eq!(
+        p.launch(&dbg, f.path(), &["unseal", "mrsigner", "p.blob"])
+            .0,
+        1
+    );
 }
 
 #[test]
@@ -479,4 +499,153 @@ fn sigterm_to_the_launcher_returns_only_after_the_enclave_exited() {
         !Path::new(&format!("/proc/{pid}")).exists(),
         "enclave {pid} still running after its launcher exited"
     );
+}
+
+#[test]
+fn a_blob_planted_under_keypolicy_0_is_refused_before_egetkey() {
+    let f = Fixture::new();
+    let p = Platform::start(&f.path().join("state"), None);
+    // A: an enclave the host built and signed itself, claiming the product's ISVPRODID.
+    // B: the genuine enclave whose keyring the host wants to replace.
+    let a = f.bundle("host-built", 2, 1, false, "host");
+    let b = f.bundle("genuine", 1, 1, false, "genuine");
+    assert_ne!(measured(&a), measured(&b));
+    std::fs::write(f.path().join("planted.txt"), "attacker keys").unwrap();
+    p.ok(
+        &a,
+        f.path(),
+        &["seal-raw", "0", "0", "probe", "planted.txt", "keyring.blob"],
+    );
+    // The attack is real: KEYPOLICY 0 and no attribute binding leave neither identity in the
+    // key, so B's EGETKEY for the recorded request gives A's key.
+    assert!(p
+        .ok(&b, f.path(), &["unseal-unchecked", "keyring.blob"])
+        .contains("unsealed=attacker keys"));
+    let before = std::fs::read(f.path().join("keyring.blob")).unwrap();
+    for policy in ["mrenclave", "mrsigner"] {
+        let (code, out) = p.launch(&b, f.path(), &["unseal", policy, "keyring.blob"]);
+        assert_eq!(code, 1, "{policy}: {out}");
+        assert!(!out.contains("unsealed="), "{policy}: {out}");
+        assert!(out.contains("KEYPOLICY is 0x0000"), "{policy}: {out}");
+        assert!(
+            out.contains("not given to EGETKEY") && out.contains("left untouched"),
+            "{policy}: {out}"
+        );
+    }
+    // The same with the KEYPOLICY right but the attribute mask cleared.
+    p.ok(
+        &a,
+        f.path(),
+        &["seal-raw", "1", "0", "probe", "planted.txt", "masked.blob"],
+    );
+    let (code, out) = p.launch(&b, f.path(), &["unseal", "mrenclave", "masked.blob"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("ATTRIBUTEMASK is flags 0x0"), "{out}");
+    assert_eq!(
+        std::fs::read(f.path().join("keyring.blob")).unwrap(),
+        before
+    );
+    // B's own blobs still open.
+    p.ok(
+        &b,
+        f.path(),
+        &["seal", "mrenclave", "genuine keys", "own.blob"],
+    );
+    assert!(p
+        .ok(&b, f.path(), &["unseal", "mrenclave", "own.blob"])
+        .contains("unsealed=genuine keys"));
+}
+
+#[test]
+fn gramine_bundles_are_refused_by_the_software_platform() {
+    use dc_tee::sigstruct::Sigstruct;
+    let f = Fixture::new();
+    let p = Platform::start(&f.path().join("state"), None);
+    let genuine = f.bundle("genuine", 1, 1, false, "genuine");
+    // A Gramine-format bundle whose SIGSTRUCT claims the genuine enclave's MRENCLAVE: the
+    // software platform has no EINIT to check that claim.
+    let g = f.path().join("g");
+    std::fs::create_dir_all(g.join("bin")).unwrap();
+    std::fs::copy(PROBE, g.join("bin/dctee-probe")).unwrap();
+    std::fs::write(g.join("probe.manifest.sgx"), "[loader]\n").unwrap();
+    let sig = Sigstruct {
+        vendor: 0,
+        date: 0x2026_0101,
+        modulus: [0x11; 384],
+        misc_select: 0,
+        misc_mask: 0xFFFF_FFFF,
+        attributes: dc_tee::Attributes {
+            flags: dc_tee::Attributes::INIT | dc_tee::Attributes::MODE64BIT,
+            xfrm: 3,
+        },
+        attribute_mask: dc_tee::Attributes {
+            flags: !0,
+            xfrm: !0,
+        },
+        enclave_hash: dc_tee::Measurement::from_hex(&measured(&genuine)).unwrap(),
+        isv_prod_id: 7,
+        isv_svn: 1,
+    };
+    std::fs::write(g.join("probe.sig"), sig.encode_unsigned()).unwrap();
+    let h = |rel: &str| {
+        hex::encode(dc_bundle::sha256_file(&g.join(rel), dc_bundle::MAX_FILE_BYTES).unwrap())
+    };
+    let manifest = format!(
+        "name = \"probe\"\nversion = \"1.0.1\"\nisv_prod_id = 7\nisv_svn = 1\nentrypoint = \"bin/dctee-probe\"\n\
+         [gramine]\nmanifest_sgx = \"probe.manifest.sgx\"\nsigstruct = \"probe.sig\"\n\
+         [[files]]\npath = \"bin/dctee-probe\"\nsha256 = \"{}\"\n[[files]]\npath = \"probe.manifest.sgx\"\nsha256 = \"{}\"\n\
+         [[files]]\npath = \"probe.sig\"\nsha256 = \"{}\"\n",
+        h("bin/dctee-probe"),
+        h("probe.manifest.sgx"),
+        h("probe.sig")
+    );
+    std::fs::write(g.join(dc_bundle::MANIFEST_FILE), manifest).unwrap();
+    // A well-formed bundle, claiming the genuine identity...
+    let opened = dc_bundle::Bundle::open(&g).unwrap();
+    assert!(matches!(opened.kind, dc_bundle::BundleKind::Gramine(_)));
+    assert_eq!(opened.mr_enclave.to_string(), measured(&genuine));
+    // ...that the software platform does not run.
+    let (code, out) = p.launch(&g, f.path(), &["identity"]);
+    assert_eq!(code, 125, "{out}");
+    assert!(
+        out.contains("the software platform runs only software-platform bundles")
+            && out.contains("SIGSTRUCT, which this platform cannot verify"),
+        "{out}"
+    );
+    assert!(!out.contains("mrenclave="), "the enclave ran: {out}");
+    // Real bundles are still launched.
+    p.ok(&genuine, f.path(), &["identity"]);
+}
+
+#[test]
+fn only_the_enclave_holds_its_channel_not_the_processes_it_starts() {
+    let f = Fixture::new();
+    let p = Platform::start(&f.path().join("state"), None);
+    let a = f.bundle("a", 1, 1, false, "a");
+    // Another enclave runs meanwhile: its channel must not reach this one either.
+    let mut holder = Command::new(SIM)
+        .args(["launch", "--state"])
+        .arg(&p.state)
+        .arg(&a)
+        .args(["--", "hold", "60"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "holding");
+
+    // The platform passes the enclave its channel as fd 3 and nothing else.
+    let out = p.ok(&a, f.path(), &["open-fds"]);
+    assert_eq!(field(&out, "fds"), "0,1,2,3", "{out}");
+    // Processes the enclave starts do not get the channel.
+    let out = p.ok(&a, f.path(), &["spawn-child-check"]);
+    assert!(field(&out, "channel").starts_with("socket:["), "{out}");
+    assert_eq!(field(&out, "child-has-channel"), "false", "{out}");
+    assert_eq!(field(&out, "channel-still-served"), "true", "{out}");
+
+    let _ = holder.kill();
+    let _ = holder.wait();
 }

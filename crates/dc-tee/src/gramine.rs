@@ -310,7 +310,10 @@ mod tests {
         let tee = SgxTee::with_instructions(d.path(), Recorder::default()).unwrap();
         assert_eq!(tee.target_info().unwrap(), me());
         let blob = tee.seal(SealPolicy::MrEnclave, b"x", b"keys").unwrap();
-        assert_eq!(&tee.unseal(&blob.0, b"x").unwrap()[..], b"keys");
+        assert_eq!(
+            &tee.unseal(SealPolicy::MrEnclave, &blob.0, b"x").unwrap()[..],
+            b"keys"
+        );
         let reqs = tee.instructions.requests.lock().unwrap().clone();
         assert_eq!(reqs.len(), 2);
         assert_eq!(
@@ -341,9 +344,35 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(
-            failing.unseal(&blob.0, b""),
+            failing.unseal(SealPolicy::MrSigner, &blob.0, b""),
             Err(TeeError::Egetkey(EgetkeyError::InvalidCpuSvn))
         ));
+    }
+
+    #[test]
+    fn a_planted_blob_with_a_weaker_key_request_never_reaches_egetkey() {
+        let d = fake_dir();
+        let tee = SgxTee::with_instructions(d.path(), Recorder::default()).unwrap();
+        // What a host-built enclave could make: KEYPOLICY 0 and no attribute binding, so it
+        // derives the same key as any enclave of the product would.
+        let me = tee.self_report().unwrap();
+        let mut weak = crate::seal::seal_key_request(SealPolicy::MrEnclave, &me, KeyId([1; 32]));
+        weak.key_policy = 0;
+        weak.attribute_mask = Attributes::default();
+        let key = tee.instructions.egetkey(&weak).unwrap();
+        let blob = crate::seal::seal_with_key(&weak, &key, b"", b"evil keys").unwrap();
+        let before = tee.instructions.requests.lock().unwrap().len();
+        match tee.unseal(SealPolicy::MrEnclave, &blob.0, b"") {
+            Err(TeeError::Seal(crate::seal::SealError::UnexpectedKeyRequest(m))) => {
+                assert!(m.contains("KEYPOLICY"), "{m}")
+            }
+            other => panic!("planted blob not refused: {other:?}"),
+        }
+        assert_eq!(
+            tee.instructions.requests.lock().unwrap().len(),
+            before,
+            "the planted request went to EGETKEY"
+        );
     }
 
     #[test]

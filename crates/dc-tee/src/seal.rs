@@ -36,6 +36,23 @@ pub enum SealPolicy {
     MrSigner,
 }
 
+impl SealPolicy {
+    /// The KEYPOLICY bits a seal key of this policy is derived with.
+    pub const fn key_policy(self) -> u16 {
+        match self {
+            SealPolicy::MrEnclave => key_policy::MRENCLAVE,
+            SealPolicy::MrSigner => key_policy::MRSIGNER,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            SealPolicy::MrEnclave => "MRENCLAVE",
+            SealPolicy::MrSigner => "MRSIGNER",
+        }
+    }
+}
+
 /// A sealed blob, as bytes ready to be written to disk.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SealedBlob(pub Vec<u8>);
@@ -58,6 +75,8 @@ pub enum SealError {
     TooLarge,
     #[error("sealed blob does not open: it was sealed by another enclave identity or platform, with other associated data, or it was altered; the blob was left untouched")]
     Authentication,
+    #[error("sealed blob's KEYREQUEST is not one this enclave would make ({0}): the blob was made by another enclave or altered, or is opened under the wrong policy; its request was not given to EGETKEY and the blob was left untouched")]
+    UnexpectedKeyRequest(String),
     #[error("AES-GCM encryption failed")]
     Encrypt,
     #[error("no randomness for the nonce: {0}")]
@@ -77,10 +96,7 @@ pub struct ParsedBlob<'a> {
 pub fn seal_key_request(policy: SealPolicy, me: &Report, key_id: KeyId) -> KeyRequest {
     KeyRequest {
         key_name: KeyName::Seal as u16,
-        key_policy: match policy {
-            SealPolicy::MrEnclave => key_policy::MRENCLAVE,
-            SealPolicy::MrSigner => key_policy::MRSIGNER,
-        },
+        key_policy: policy.key_policy(),
         isv_svn: me.isv_svn,
         cet_attributes_mask: 0,
         cpu_svn: me.cpu_svn,
@@ -91,6 +107,69 @@ pub fn seal_key_request(policy: SealPolicy, me: &Report, key_id: KeyId) -> KeyRe
         key_id,
         misc_mask: KeyRequest::DEFAULT_MISC_MASK,
         config_svn: 0,
+    }
+}
+
+/// Checks that a blob's recorded KEYREQUEST is exactly what [`seal_key_request`] writes for
+/// `policy` in an enclave whose ISVSVN is `own_isv_svn`, before it is given to EGETKEY.
+///
+/// The header is host-controlled until the AEAD check, which needs the key: without this,
+/// another enclave could seal under a weaker request (KEYPOLICY 0, no attribute binding),
+/// derive the same key itself and plant a blob this enclave would open as its own. CPUSVN
+/// and KEYID stay free: an older CPUSVN is how blobs survive microcode updates (EGETKEY
+/// refuses a newer one), and KEYID is random per blob.
+pub fn check_key_request(
+    policy: SealPolicy,
+    req: &KeyRequest,
+    own_isv_svn: u16,
+) -> Result<(), SealError> {
+    let refuse = |m: String| Err(SealError::UnexpectedKeyRequest(m));
+    if req.key_name != KeyName::Seal as u16 {
+        return refuse(format!("KEYNAME is {}, not SEAL (4)", req.key_name));
+    }
+    let want = policy.key_policy();
+    if req.key_policy != want {
+        return refuse(format!(
+            "KEYPOLICY is {:#06x}, a {} blob has exactly {want:#06x}",
+            req.key_policy,
+            policy.name()
+        ));
+    }
+    let mask = req.attribute_mask;
+    if mask.flags != KeyRequest::DEFAULT_FLAGS_MASK || mask.xfrm != 0 {
+        return refuse(format!(
+            "ATTRIBUTEMASK is flags {:#x} xfrm {:#x}, expected flags {:#x} xfrm 0x0",
+            mask.flags,
+            mask.xfrm,
+            KeyRequest::DEFAULT_FLAGS_MASK
+        ));
+    }
+    if req.misc_mask != KeyRequest::DEFAULT_MISC_MASK {
+        return refuse(format!(
+            "MISCMASK is {:#x}, expected {:#x}",
+            req.misc_mask,
+            KeyRequest::DEFAULT_MISC_MASK
+        ));
+    }
+    if req.cet_attributes_mask != 0 {
+        return refuse(format!(
+            "CET_ATTRIBUTES_MASK is {:#x}, expected 0",
+            req.cet_attributes_mask
+        ));
+    }
+    if req.config_svn != 0 {
+        return refuse(format!("CONFIGSVN is {}, expected 0", req.config_svn));
+    }
+    match policy {
+        SealPolicy::MrEnclave if req.isv_svn != own_isv_svn => refuse(format!(
+            "ISVSVN is {}, but an MRENCLAVE blob of this enclave records its own ISVSVN {own_isv_svn}",
+            req.isv_svn
+        )),
+        SealPolicy::MrSigner if req.isv_svn > own_isv_svn => refuse(format!(
+            "ISVSVN is {}, above this enclave's {own_isv_svn}: the blob was sealed by a newer enclave version",
+            req.isv_svn
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -213,6 +292,125 @@ mod tests {
             &open_with_key(&parsed, &key, b"ctx").unwrap()[..],
             b"secret keys"
         );
+    }
+
+    fn refusal(policy: SealPolicy, req: &KeyRequest, own_isv_svn: u16) -> String {
+        match check_key_request(policy, req, own_isv_svn) {
+            Err(SealError::UnexpectedKeyRequest(m)) => m,
+            other => panic!("{req:?} under {policy:?} was not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn key_requests_this_enclave_writes_pass_the_check() {
+        let mut me = Report::from_bytes(&[0u8; Report::LEN]).unwrap();
+        me.isv_svn = 3;
+        for policy in [SealPolicy::MrEnclave, SealPolicy::MrSigner] {
+            let mut req = seal_key_request(policy, &me, KeyId([9; 32]));
+            check_key_request(policy, &req, 3).unwrap();
+            // CPUSVN and KEYID are free: older TCBs and every random KEYID must still open.
+            req.cpu_svn.0 = [0xAB; 16];
+            req.key_id = KeyId([0x55; 32]);
+            check_key_request(policy, &req, 3).unwrap();
+        }
+        // An MRSIGNER blob of an older version of the family opens in a newer one.
+        let req = seal_key_request(SealPolicy::MrSigner, &me, KeyId::ZERO);
+        check_key_request(SealPolicy::MrSigner, &req, 4).unwrap();
+    }
+
+    #[test]
+    fn every_bound_key_request_field_is_checked() {
+        let mut me = Report::from_bytes(&[0u8; Report::LEN]).unwrap();
+        me.isv_svn = 3;
+        let enclave = seal_key_request(SealPolicy::MrEnclave, &me, KeyId([9; 32]));
+        let signer = seal_key_request(SealPolicy::MrSigner, &me, KeyId([9; 32]));
+        let with = |base: KeyRequest, f: &dyn Fn(&mut KeyRequest)| {
+            let mut r = base;
+            f(&mut r);
+            r
+        };
+        let cases: Vec<(SealPolicy, KeyRequest, &str)> = vec![
+            (
+                SealPolicy::MrEnclave,
+                with(enclave, &|r| r.key_name = KeyName::Report as u16),
+                "KEYNAME",
+            ),
+            // The planted-blob attack: no identity bit at all.
+            (
+                SealPolicy::MrEnclave,
+                with(enclave, &|r| r.key_policy = 0),
+                "KEYPOLICY is 0x0000",
+            ),
+            (
+                SealPolicy::MrSigner,
+                with(signer, &|r| r.key_policy = 0),
+                "KEYPOLICY is 0x0000",
+            ),
+            // A blob of the other policy, or with extra bits, is not this policy's blob.
+            (SealPolicy::MrEnclave, signer, "KEYPOLICY"),
+            (SealPolicy::MrSigner, enclave, "KEYPOLICY"),
+            (
+                SealPolicy::MrSigner,
+                with(signer, &|r| r.key_policy |= key_policy::NOISVPRODID),
+                "KEYPOLICY",
+            ),
+            (
+                SealPolicy::MrEnclave,
+                with(enclave, &|r| r.key_policy |= key_policy::MRSIGNER),
+                "KEYPOLICY",
+            ),
+            (
+                SealPolicy::MrEnclave,
+                with(enclave, &|r| r.attribute_mask.flags = 0),
+                "ATTRIBUTEMASK",
+            ),
+            (
+                SealPolicy::MrEnclave,
+                with(enclave, &|r| r.attribute_mask.flags &= !Attributes::DEBUG),
+                "ATTRIBUTEMASK",
+            ),
+            (
+                SealPolicy::MrSigner,
+                with(signer, &|r| r.attribute_mask.xfrm = 3),
+                "ATTRIBUTEMASK",
+            ),
+            (
+                SealPolicy::MrEnclave,
+                with(enclave, &|r| r.misc_mask = 0),
+                "MISCMASK",
+            ),
+            (
+                SealPolicy::MrSigner,
+                with(signer, &|r| r.cet_attributes_mask = 1),
+                "CET_ATTRIBUTES_MASK",
+            ),
+            (
+                SealPolicy::MrEnclave,
+                with(enclave, &|r| r.config_svn = 1),
+                "CONFIGSVN",
+            ),
+            (
+                SealPolicy::MrEnclave,
+                with(enclave, &|r| r.isv_svn = 2),
+                "ISVSVN is 2",
+            ),
+            (
+                SealPolicy::MrEnclave,
+                with(enclave, &|r| r.isv_svn = 4),
+                "ISVSVN is 4",
+            ),
+            (
+                SealPolicy::MrSigner,
+                with(signer, &|r| r.isv_svn = 4),
+                "newer enclave version",
+            ),
+        ];
+        for (policy, req, names) in cases {
+            let m = refusal(policy, &req, 3);
+            assert!(m.contains(names), "{policy:?}: {m:?} does not name {names}");
+        }
+        let e = SealError::UnexpectedKeyRequest("x".into()).to_string();
+        assert!(e.contains("left untouched") && e.contains("EGETKEY"), "{e}");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! The wire format is in [`wire`].
 
 use std::io;
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -146,7 +146,21 @@ pub fn take_channel_from_env() -> Result<UnixStream, TeeError> {
     stream
         .peer_addr()
         .map_err(|e| TeeError::Unavailable(format!("fd {fd} is not the platform channel: {e}")))?;
+    // The platform answers on this fd as the enclave. Processes the enclave starts (the agent
+    // spawns launchers) are not measured as it is, so they must not inherit it.
+    set_cloexec(&stream)
+        .map_err(|e| TeeError::Unavailable(format!("fd {fd}: setting FD_CLOEXEC: {e}")))?;
     Ok(stream)
+}
+
+fn set_cloexec(stream: &UnixStream) -> io::Result<()> {
+    let fd = stream.as_raw_fd();
+    // SAFETY: fcntl(2) on an fd this stream owns; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn unavailable(e: io::Error) -> TeeError {
@@ -175,5 +189,27 @@ impl Tee for SimTee {
             .map_err(|_| TeeError::Protocol(format!("{}-byte key", k.len())))?;
         zeroize::Zeroize::zeroize(&mut k);
         Ok(Key128::new(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The only test in this crate touching [`CHANNEL_FD_ENV`], so no other test races it.
+    #[test]
+    fn the_taken_channel_is_not_inherited_across_exec() {
+        let (ours, _platform) = UnixStream::pair().unwrap();
+        // As the platform passes it: an fd without FD_CLOEXEC.
+        // SAFETY: dup(2) of an fd we own; the new fd is owned by `from_raw_fd` below.
+        let fd = unsafe { libc::dup(ours.as_raw_fd()) };
+        assert!(fd > 2);
+        let flags = |fd| unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        assert_eq!(flags(fd) & libc::FD_CLOEXEC, 0);
+        std::env::set_var(CHANNEL_FD_ENV, fd.to_string());
+        let taken = take_channel_from_env().unwrap();
+        assert_eq!(taken.as_raw_fd(), fd);
+        assert_ne!(flags(fd) & libc::FD_CLOEXEC, 0);
+        assert!(std::env::var(CHANNEL_FD_ENV).is_err(), "taken at most once");
     }
 }

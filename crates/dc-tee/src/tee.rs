@@ -93,10 +93,21 @@ pub trait Tee: Send + Sync {
         Ok(seal::seal_with_key(&request, &key, aad, plaintext)?)
     }
 
-    /// Unseals a blob made by [`Tee::seal`]. Never deletes or modifies anything: a blob that
-    /// does not open stays where it is, and the error says why.
-    fn unseal(&self, blob: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, TeeError> {
+    /// Unseals a blob made by [`Tee::seal`] under `policy`. Never deletes or modifies anything:
+    /// a blob that does not open stays where it is, and the error says why.
+    ///
+    /// The KEYREQUEST in the header must be exactly one [`Tee::seal`] writes for `policy` in
+    /// this enclave ([`seal::check_key_request`]) before EGETKEY sees it: otherwise another
+    /// enclave could derive a weaker key it also knows and plant a blob that opens here.
+    fn unseal(
+        &self,
+        policy: SealPolicy,
+        blob: &[u8],
+        aad: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, TeeError> {
         let parsed = seal::parse(blob)?;
+        let me = self.self_report()?;
+        seal::check_key_request(policy, &parsed.key_request, me.isv_svn)?;
         let key = self.get_key(&parsed.key_request)?;
         Ok(seal::open_with_key(&parsed, &key, aad)?)
     }

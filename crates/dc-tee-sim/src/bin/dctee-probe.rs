@@ -7,17 +7,26 @@
 //!   report TARGET DATA_HEX OUT     write a REPORT for the TARGETINFO file
 //!   verify REPORT                  verify a REPORT file made for this enclave
 //!   seal mrenclave|mrsigner TEXT OUT
-//!   unseal BLOB                    print the unsealed text
+//!   unseal mrenclave|mrsigner BLOB print the unsealed text
+//!   seal-raw POLICY_BITS ATTR_FLAGS_MASK AAD_TEXT PLAINTEXT_FILE OUT
+//!                                  seal under a hand-made KEYREQUEST (what a hostile enclave
+//!                                  could plant); POLICY_BITS u16, ATTR_FLAGS_MASK u64, decimal
+//!   unseal-unchecked BLOB          unseal without the KEYREQUEST check (the old behaviour),
+//!                                  to show what the check prevents
+//!   open-fds                       list the open file descriptors, before taking the channel
+//!   spawn-child-check              report whether a child process inherits the channel
 //!   getkey-bad-name                EGETKEY with an unknown KEYNAME
 //!   garbage | oversized            violate the channel protocol, then try a request
 //!   hold SECONDS                   stay up, asking for reports, for this long
 //!   manifest                       print the measured manifest
 
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 
+use dc_tee::seal;
 use dc_tee::sim::{take_channel_from_env, wire, SimTee};
-use dc_tee::{KeyId, KeyRequest, Report, ReportData, SealPolicy, TargetInfo, Tee};
+use dc_tee::{Attributes, KeyId, KeyRequest, Report, ReportData, SealPolicy, TargetInfo, Tee};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -40,6 +49,14 @@ fn read(p: &str) -> Result<Vec<u8>, String> {
 
 fn write(p: &str, b: &[u8]) -> Result<(), String> {
     std::fs::write(p, b).map_err(|e| format!("{p}: {e}"))
+}
+
+fn policy(name: &str) -> Result<SealPolicy, String> {
+    match name {
+        "mrenclave" => Ok(SealPolicy::MrEnclave),
+        "mrsigner" => Ok(SealPolicy::MrSigner),
+        p => Err(format!("unknown policy {p}: mrenclave or mrsigner")),
+    }
 }
 
 fn run(args: &[String]) -> Result<(), String> {
@@ -83,21 +100,75 @@ fn run(args: &[String]) -> Result<(), String> {
             );
         }
         "seal" => {
-            let policy = match a(1)? {
-                "mrenclave" => SealPolicy::MrEnclave,
-                "mrsigner" => SealPolicy::MrSigner,
-                p => return Err(format!("unknown policy {p}")),
-            };
             let blob = tee()?
-                .seal(policy, b"probe", a(2)?.as_bytes())
+                .seal(policy(a(1)?)?, b"probe", a(2)?.as_bytes())
                 .map_err(|e| e.to_string())?;
             write(a(3)?, &blob.0)?;
         }
         "unseal" => {
             let text = tee()?
-                .unseal(&read(a(1)?)?, b"probe")
+                .unseal(policy(a(1)?)?, &read(a(2)?)?, b"probe")
                 .map_err(|e| e.to_string())?;
             println!("unsealed={}", String::from_utf8_lossy(&text));
+        }
+        "seal-raw" => {
+            let bits: u16 = a(1)?.parse().map_err(|_| "POLICY_BITS must be a u16")?;
+            let flags: u64 = a(2)?.parse().map_err(|_| "ATTR_FLAGS_MASK must be a u64")?;
+            let t = tee()?;
+            let me = t.self_report().map_err(|e| e.to_string())?;
+            let mut key_id = [0u8; 32];
+            getrandom::getrandom(&mut key_id).map_err(|e| e.to_string())?;
+            let mut req = seal::seal_key_request(SealPolicy::MrEnclave, &me, KeyId(key_id));
+            req.key_policy = bits;
+            req.attribute_mask = Attributes { flags, xfrm: 0 };
+            let key = t.get_key(&req).map_err(|e| e.to_string())?;
+            let blob = seal::seal_with_key(&req, &key, a(3)?.as_bytes(), &read(a(4)?)?)
+                .map_err(|e| e.to_string())?;
+            write(a(5)?, &blob.0)?;
+        }
+        "unseal-unchecked" => {
+            let blob = read(a(1)?)?;
+            let parsed = seal::parse(&blob).map_err(|e| e.to_string())?;
+            let key = tee()?
+                .get_key(&parsed.key_request)
+                .map_err(|e| e.to_string())?;
+            let text = seal::open_with_key(&parsed, &key, b"probe").map_err(|e| e.to_string())?;
+            println!("unsealed={}", String::from_utf8_lossy(&text));
+        }
+        "open-fds" => {
+            // fcntl opens nothing itself, unlike listing /proc/self/fd.
+            let open: Vec<String> = (0..4096)
+                // SAFETY: F_GETFD only queries the descriptor table.
+                .filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0)
+                .map(|fd| fd.to_string())
+                .collect();
+            println!("fds={}", open.join(","));
+        }
+        "spawn-child-check" => {
+            let ch = take_channel_from_env().map_err(|e| e.to_string())?;
+            let mine = std::fs::read_link(format!("/proc/self/fd/{}", ch.as_raw_fd()))
+                .map_err(|e| e.to_string())?;
+            // The child waits on stdin, so its descriptor table can be read after exec.
+            let mut child = std::process::Command::new("/bin/sh")
+                .args(["-c", "read x"])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("/bin/sh: {e}"))?;
+            let fds = std::fs::read_dir(format!("/proc/{}/fd", child.id()));
+            let inherited = fds.map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter_map(|e| std::fs::read_link(e.path()).ok())
+                    .any(|target| target == mine)
+            });
+            drop(child.stdin.take());
+            let _ = child.wait();
+            let inherited = inherited.map_err(|e| format!("child fds: {e}"))?;
+            println!("channel={}", mine.display());
+            println!("child-has-channel={inherited}");
+            // The enclave itself still has its channel.
+            let t = SimTee::from_stream(ch).map_err(|e| e.to_string())?;
+            t.target_info().map_err(|e| e.to_string())?;
+            println!("channel-still-served=true");
         }
         "getkey-bad-name" => {
             let mut req = KeyRequest::report_key(KeyId::ZERO);
