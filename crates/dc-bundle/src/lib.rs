@@ -215,6 +215,30 @@ impl Manifest {
                 self.entrypoint
             ));
         }
+        if let Some(g) = &self.gramine {
+            // The identity checked before launch comes from these files: they must be bundle
+            // files whose hashes the manifest pins, never a path outside or an unlisted file.
+            for (key, path) in [
+                ("manifest_sgx", &g.manifest_sgx),
+                ("sigstruct", &g.sigstruct),
+            ] {
+                check_relative_path(path)?;
+                if !seen.contains(path.as_str()) {
+                    return bad(format!(
+                        "gramine.{key} {path:?} is not one of the listed files; list it in [[files]] with its sha256"
+                    ));
+                }
+            }
+            // gramine-sgx APP loads APP.manifest.sgx and APP.sig: the SIGSTRUCT checked here
+            // must be the one it will load.
+            let app = g.manifest_sgx.strip_suffix(".manifest.sgx");
+            if app.map(|a| format!("{a}.sig")).as_deref() != Some(g.sigstruct.as_str()) {
+                return bad(format!(
+                    "gramine: manifest_sgx must be APP.manifest.sgx and sigstruct APP.sig (what gramine-sgx APP loads), got {:?} and {:?}",
+                    g.manifest_sgx, g.sigstruct
+                ));
+            }
+        }
         for k in &self.trust.authorized_enclaves {
             Measurement::from_hex(k).map_err(|_| {
                 BundleError::Manifest(format!(
@@ -503,6 +527,23 @@ impl Bundle {
             }
             Some(g) => {
                 let raw = read_limited(&dir.join(&g.sigstruct), dc_tee::sigstruct::LEN as u64)?;
+                // The hash loop above read the file once; this is a second read, so the bytes
+                // parsed are checked against the listing again (the file may have changed).
+                let listed = manifest
+                    .files
+                    .iter()
+                    .find(|f| f.path == g.sigstruct)
+                    .ok_or_else(|| {
+                        BundleError::Manifest(format!("{} is not a listed file", g.sigstruct))
+                    })?;
+                let actual = hex::encode(Sha256::digest(&raw));
+                if actual != listed.sha256 {
+                    return Err(BundleError::HashMismatch {
+                        path: g.sigstruct.clone(),
+                        expected: listed.sha256.clone(),
+                        actual,
+                    });
+                }
                 let sig = dc_tee::sigstruct::Sigstruct::parse(&raw)
                     .map_err(|e| BundleError::Signature(format!("{}: {e}", g.sigstruct)))?;
                 if sig.isv_prod_id != manifest.isv_prod_id

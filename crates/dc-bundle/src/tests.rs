@@ -142,6 +142,107 @@ files = [{ path = "p", sha256 = "00000000000000000000000000000000000000000000000
         assert!(Manifest::parse(bad.as_bytes()).is_err(), "{to}");
     }
     assert!(Manifest::parse(&vec![b' '; 70_000]).is_err());
+
+    // The [gramine] files are where the identity comes from: listed bundle files only.
+    let zero = "0".repeat(64);
+    let gramine = format!(
+        r#"
+name = "n"
+version = "1.0.0"
+isv_prod_id = 1
+isv_svn = 1
+entrypoint = "p"
+[gramine]
+manifest_sgx = "n.manifest.sgx"
+sigstruct = "n.sig"
+[[files]]
+path = "p"
+sha256 = "{zero}"
+[[files]]
+path = "n.manifest.sgx"
+sha256 = "{zero}"
+[[files]]
+path = "n.sig"
+sha256 = "{zero}"
+[[files]]
+path = "other.sig"
+sha256 = "{zero}"
+[[files]]
+path = "sub/n.manifest.sgx"
+sha256 = "{zero}"
+[[files]]
+path = "sub/n.sig"
+sha256 = "{zero}"
+"#
+    );
+    Manifest::parse(gramine.as_bytes()).unwrap();
+    let subdir = gramine
+        .replace(
+            "\"n.manifest.sgx\"\nsigstruct",
+            "\"sub/n.manifest.sgx\"\nsigstruct",
+        )
+        .replace("sigstruct = \"n.sig\"", "sigstruct = \"sub/n.sig\"");
+    Manifest::parse(subdir.as_bytes()).unwrap();
+    for (from, to, why) in [
+        (
+            "sigstruct = \"n.sig\"",
+            "sigstruct = \"/tmp/n.sig\"",
+            "is not allowed",
+        ),
+        (
+            "sigstruct = \"n.sig\"",
+            "sigstruct = \"../n.sig\"",
+            "is not allowed",
+        ),
+        (
+            "sigstruct = \"n.sig\"",
+            "sigstruct = \"sub/../n.sig\"",
+            "is not allowed",
+        ),
+        (
+            "manifest_sgx = \"n.manifest.sgx\"",
+            "manifest_sgx = \"/tmp/n.manifest.sgx\"",
+            "is not allowed",
+        ),
+        (
+            "manifest_sgx = \"n.manifest.sgx\"",
+            "manifest_sgx = \"../g/n.manifest.sgx\"",
+            "is not allowed",
+        ),
+        // Well-formed but unlisted: its hash would not be checked.
+        (
+            "manifest_sgx = \"n.manifest.sgx\"\nsigstruct = \"n.sig\"",
+            "manifest_sgx = \"m.manifest.sgx\"\nsigstruct = \"m.sig\"",
+            "gramine.manifest_sgx \"m.manifest.sgx\" is not one of the listed files",
+        ),
+        (
+            "path = \"n.sig\"",
+            "path = \"n2.sig\"",
+            "gramine.sigstruct \"n.sig\" is not one of the listed files",
+        ),
+        (
+            "path = \"n.manifest.sgx\"",
+            "path = \"n2.manifest.sgx\"",
+            "gramine.manifest_sgx \"n.manifest.sgx\" is not one of the listed files",
+        ),
+        // Listed, but not the SIGSTRUCT gramine-sgx would load for this manifest.
+        (
+            "sigstruct = \"n.sig\"",
+            "sigstruct = \"other.sig\"",
+            "APP.sig",
+        ),
+        ("sigstruct = \"n.sig\"", "sigstruct = \"p\"", "APP.sig"),
+        (
+            "manifest_sgx = \"n.manifest.sgx\"\nsigstruct = \"n.sig\"",
+            "manifest_sgx = \"p\"\nsigstruct = \"n.sig\"",
+            "APP.manifest.sgx",
+        ),
+    ] {
+        let bad = gramine.replacen(from, to, 1);
+        assert_ne!(bad, gramine, "{from} not in the fixture");
+        let e = Manifest::parse(bad.as_bytes()).expect_err(to).to_string();
+        assert!(e.contains(why), "{to}: {e}");
+    }
 }
 
 #[test]
@@ -243,6 +344,33 @@ fn gramine_bundle_identity_comes_from_its_sigstruct() {
         Bundle::open(&dir),
         Err(BundleError::HashMismatch { .. })
     ));
+}
+
+#[test]
+fn gramine_bundle_reads_its_sigstruct_only_from_the_listed_file() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = gramine_bundle(t.path(), 1);
+    let manifest = fs::read_to_string(dir.join(MANIFEST_FILE)).unwrap();
+    // A SIGSTRUCT outside the bundle, claiming another identity.
+    let outside = t.path().join("evil.sig");
+    let mut evil = fs::read(dir.join("dcnode.sig")).unwrap();
+    evil[960] ^= 1;
+    fs::write(&outside, &evil).unwrap();
+    let pointed = manifest.replace(
+        "sigstruct = \"dcnode.sig\"",
+        &format!("sigstruct = \"{}\"", outside.display()),
+    );
+    fs::write(dir.join(MANIFEST_FILE), pointed).unwrap();
+    assert!(matches!(
+        Bundle::open(&dir),
+        Err(BundleError::UnsafePath(_))
+    ));
+    // The listed file, and only it, is read.
+    fs::write(dir.join(MANIFEST_FILE), &manifest).unwrap();
+    assert_eq!(
+        Bundle::open(&dir).unwrap().mr_enclave,
+        Measurement([0xE1; 32])
+    );
 }
 
 #[test]
