@@ -214,13 +214,25 @@ impl Lab {
         tag: &str,
         measured_args: &[&str],
     ) -> Result<NodeRelease, String> {
+        self.build_node_with(version, isv_svn, tag, measured_args, false)
+    }
+
+    /// [`Lab::build_node`], choosing the DEBUG attribute.
+    pub fn build_node_with(
+        &self,
+        version: &str,
+        isv_svn: u16,
+        tag: &str,
+        measured_args: &[&str],
+        debug: bool,
+    ) -> Result<NodeRelease, String> {
         let name = format!("dcnode-{version}{tag}");
         let spec = BundleSpec {
             name: "dcnode".into(),
             version: version.into(),
             isv_prod_id: 1,
             isv_svn,
-            debug: false,
+            debug,
             entrypoint: "bin/dcnode".into(),
             args: measured_args.iter().map(|s| s.to_string()).collect(),
             env_passthrough: vec!["DCNODE_LOG".into()],
