@@ -1406,3 +1406,137 @@ async fn wait_exit(node: Option<&mut NodeProcess>) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dc_handover::messages::Challenge;
+    use dc_handover::{HandoverError, Receiver};
+    use dc_release::committee::CommitteeSigner;
+    use dc_release::{ReleaseRecord, Role};
+    use dc_tee_sim::platform::{test_identity, InProcessTee, Platform};
+    use rand_core::TryRngCore;
+
+    fn record(s: &CommitteeSigner, id: &EnclaveIdentity, role: Role, product: &str) -> Vec<u8> {
+        let mut r = SignedRecord::unsigned(ReleaseRecord {
+            product: product.into(),
+            role,
+            version: "1.0.0".into(),
+            mr_enclave: id.mr_enclave.to_string(),
+            isv_svn: id.isv_svn,
+            artifact: (role == Role::Node).then(|| dc_release::Artifact {
+                sha256: "00".repeat(32),
+                size: 1,
+                urls: vec!["file:///x".into()],
+            }),
+            expires_at: None,
+        });
+        r.sign(s).unwrap();
+        r.to_json()
+    }
+
+    /// The challenge of a holder `holder` presenting `evidence`, as the agent verifies it.
+    fn agent_verdict(
+        holder: EnclaveIdentity,
+        evidence: Vec<u8>,
+        journal_current: Measurement,
+        committee: &Committee,
+    ) -> Result<(), HandoverError> {
+        let platform = Arc::new(Platform::new(
+            zeroize::Zeroizing::new([9; 32]),
+            dc_tee::CpuSvn([1; 16]),
+            dc_tee::KeyId([1; 32]),
+        ));
+        let agent = InProcessTee::new(platform.clone(), test_identity(0x33, 0xBB, 1, false));
+        let htee = InProcessTee::new(platform, holder);
+        let authz = CommitteeNode {
+            committee: CommitteeAuthorizer::new(committee.clone())
+                .with_products(PRODUCT, "dcupgrade"),
+            expected: journal_current,
+        };
+        let cfg = ReceiverConfig {
+            allow_debug_peers: false,
+            authorization: vec![],
+            destination: b"target".to_vec(),
+            expect_released_to: None,
+        };
+        let mut rng = rand_core::OsRng.unwrap_err();
+        let (mut r, hello) = Receiver::start(&agent, cfg, authz, &mut rng).unwrap();
+        let mut h = Holder::new(
+            &htee,
+            HolderConfig {
+                allow_debug_peers: false,
+                min_node_version: Version::new(1, 0, 0),
+                allow_upgrader: true,
+                challenge_ttl_ms: 10_000,
+                max_pending: 4,
+                authorization: evidence,
+            },
+            dc_handover::StaticAllowList::new(),
+        )
+        .unwrap();
+        let ch: Challenge = h.on_hello(&htee, &hello, 1, &mut rng).unwrap();
+        r.on_challenge(&agent, &ch, 2).map(|_| ())
+    }
+
+    /// Key injection through the agent: whatever the journal names as the installed node, the
+    /// agent takes keys only from a holder whose attested identity has a committee-signed
+    /// node record.
+    #[test]
+    fn keys_are_taken_only_from_a_committee_signed_node_holder() {
+        let s = CommitteeSigner::from_seed([5; 32]);
+        let committee = Committee::new([s.public()], 1).unwrap();
+        let node = test_identity(0x11, 0xAA, 1, false);
+        let host = test_identity(0x66, 0x66, 1, false);
+        // The genuine node with its record.
+        assert!(agent_verdict(
+            node,
+            record(&s, &node, Role::Node, PRODUCT),
+            node.mr_enclave,
+            &committee
+        )
+        .is_ok());
+        // A host enclave that the (rewritten) journal names as current: no record at all, a
+        // record the host signed itself, or the genuine node's record.
+        let rogue = CommitteeSigner::from_seed([6; 32]);
+        for evidence in [
+            vec![],
+            record(&rogue, &host, Role::Node, PRODUCT),
+            record(&s, &node, Role::Node, PRODUCT),
+        ] {
+            let e = agent_verdict(host, evidence, host.mr_enclave, &committee).unwrap_err();
+            assert!(matches!(e, HandoverError::Unauthorized(_)), "{e}");
+        }
+        // A committee-signed upgrader is not a node, and a committee-signed node that is not
+        // the installed one is refused too.
+        let e = agent_verdict(
+            host,
+            record(&s, &host, Role::Upgrader, "dcupgrade"),
+            host.mr_enclave,
+            &committee,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("only from a node release"), "{e}");
+        let e = agent_verdict(
+            node,
+            record(&s, &node, Role::Node, PRODUCT),
+            host.mr_enclave,
+            &committee,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("not the installed one"), "{e}");
+    }
+
+    #[test]
+    fn reported_refusals_are_bounded() {
+        let mut r = Reported::default();
+        assert!(r.insert("a"));
+        assert!(!r.insert("a"));
+        for i in 0..10 * Reported::CAP {
+            r.insert(&format!("chain block {i}: garbage"));
+        }
+        assert_eq!(r.order.len(), Reported::CAP);
+        assert_eq!(r.set.len(), Reported::CAP);
+        assert!(r.insert("a"), "the oldest were forgotten");
+    }
+}
