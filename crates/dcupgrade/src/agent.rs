@@ -42,6 +42,8 @@ use crate::launcher::{Launcher, NodeProcess};
 use crate::source::{evaluate_chain, Candidate};
 
 pub const PRODUCT: &str = "dcnode";
+const NODE_EXITED_DURING_DOWNLOAD: &str =
+    "the node exited during the download; it is restarted first and the release retried";
 pub const PROBE_OBJECT: &str = "dcupgrade-probe";
 const TRANSIT_AAD: &[u8] = b"dcupgrade transit keyring v1";
 
@@ -852,6 +854,13 @@ impl Agent {
 
         let (target, isv_svn, target_evidence) = match self.fetch_and_verify(&c).await {
             Ok(t) => t,
+            Err(e) if e == NODE_EXITED_DURING_DOWNLOAD => {
+                // Not the release's fault: no backoff; the loop restarts the node and retries.
+                warn!("{e}");
+                self.state.upgrade = None;
+                let _ = self.enter(Phase::Idle, e);
+                return;
+            }
             Err(e) => return self.give_up(format!("release {} refused: {e}", c.version)),
         };
         crate::crash::point("after-effect:download");
@@ -1083,11 +1092,15 @@ impl Agent {
         &mut self,
         c: &Candidate,
     ) -> Result<(Release, u16, Vec<u8>), String> {
-        let archive = self
-            .downloader
-            .fetch(&c.fetch)
-            .await
-            .map_err(|e| e.to_string())?;
+        // A slow source never keeps the agent from supervising the node: if the node exits
+        // during the download, the download is dropped and the node restarted first.
+        let archive = {
+            let fetch = self.downloader.fetch(&c.fetch);
+            tokio::select! {
+                r = fetch => r.map_err(|e| e.to_string())?,
+                _ = wait_exit(self.node.as_mut()) => return Err(NODE_EXITED_DURING_DOWNLOAD.into()),
+            }
+        };
         let mre = c.mr_enclave.to_string();
         let final_dir = self.cfg.state_dir.join("bundles").join(&mre);
         if final_dir.exists()
