@@ -33,7 +33,12 @@ pub const PATH_HELLO: &str = "/v1/handover/hello";
 pub const PATH_RESPONSE: &str = "/v1/handover/response";
 pub const PATH_ACK: &str = "/v1/handover/ack";
 /// Largest request or response body.
-pub const MAX_BODY: usize = 512 * 1024;
+/// Largest request body a holder accepts (`Hello`, `Response`, `Ack`: a response carries at
+/// most two 16 KiB evidence fields in base64).
+pub const MAX_BODY: usize = 64 * 1024;
+/// Largest answer a receiver reads (`Keys` carries a keyring of up to
+/// [`crate::keyring::MAX_ENCODED_LEN`] bytes in base64).
+pub const MAX_RESPONSE_BODY: usize = 512 * 1024;
 /// Deadline for a whole request, body included (slow senders are cut off).
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -249,7 +254,7 @@ pub enum ClientError {
         code: String,
         message: String,
     },
-    #[error("the holder's answer is larger than {MAX_BODY} bytes")]
+    #[error("the holder's answer is larger than {MAX_RESPONSE_BODY} bytes")]
     TooLarge,
     #[error("the holder's answer is not a valid message: {0}")]
     BadAnswer(String),
@@ -306,7 +311,7 @@ impl HolderClient {
         let status = resp.status();
         let mut buf = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(http_err)? {
-            if buf.len() + chunk.len() > MAX_BODY {
+            if buf.len() + chunk.len() > MAX_RESPONSE_BODY {
                 return Err(ClientError::TooLarge);
             }
             buf.extend_from_slice(&chunk);
