@@ -47,7 +47,7 @@ enum Session {
         t3: ReportData,
         receiver: EnclaveIdentity,
         fingerprint: [u8; 32],
-        released_to: Option<Destination>,
+        released_to: Option<Box<Destination>>,
         expires_at_ms: u64,
     },
 }
@@ -239,7 +239,7 @@ impl<A: Authorizer> Holder<A> {
                 t3,
                 receiver,
                 fingerprint: keyring.fingerprint(),
-                released_to,
+                released_to: released_to.map(Box::new),
                 expires_at_ms: now_ms.saturating_add(self.cfg.challenge_ttl_ms),
             },
         );
@@ -268,8 +268,13 @@ impl<A: Authorizer> Holder<A> {
         else {
             return Err(HandoverError::UnknownSession);
         };
-        let (t3, receiver, fingerprint, released_to, expires_at_ms) =
-            (*t3, *receiver, *fingerprint, *released_to, *expires_at_ms);
+        let (t3, receiver, fingerprint, released_to, expires_at_ms) = (
+            *t3,
+            *receiver,
+            *fingerprint,
+            released_to.as_deref().copied(),
+            *expires_at_ms,
+        );
         if now_ms > expires_at_ms {
             self.sessions.remove(&ack.session);
             return Err(HandoverError::Expired);

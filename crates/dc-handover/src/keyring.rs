@@ -138,7 +138,7 @@ impl Custody {
             )));
         }
         self.revocations.push(entry);
-        self.revocations.sort_by(|a, b| a.mr_enclave.0.cmp(&b.mr_enclave.0));
+        self.revocations.sort_by_key(|r| r.mr_enclave.0);
         Ok(true)
     }
 
