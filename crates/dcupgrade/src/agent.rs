@@ -302,7 +302,13 @@ impl Agent {
                 .map_err(setup)?,
             None => Vec::new(),
         };
-        let journal = Journal::new(&cfg.state_dir.join("journal"));
+        // The journal is MACed under a key sealed to this agent build; a journal without its
+        // key, or a key that does not unseal here, stops the agent before anything moves.
+        let journal_key = crate::journal::JournalKey::open(&*tee, &cfg.state_dir)?;
+        let journal = Journal::with_key(
+            &cfg.state_dir.join(crate::journal::JOURNAL_FILE),
+            journal_key,
+        );
         let state = match journal.load()? {
             Some(s) => s,
             None => {
