@@ -450,14 +450,6 @@ impl Journal {
         }
     }
 
-    /// A read-only, *unauthenticated* view of the journal at `path`, for code outside the
-    /// agent enclave (the lab, operators). Same as [`UnauthenticatedJournal::new`]; it cannot
-    /// stand in for a [`Journal`], which always has its key.
-    #[allow(clippy::new_ret_no_self)]
-    pub fn new(path: &Path) -> UnauthenticatedJournal {
-        UnauthenticatedJournal::new(path)
-    }
-
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -546,7 +538,7 @@ mod tests {
         s.phase = Phase::KeysAcquired;
         j.save(&s).unwrap();
         assert_eq!(j.load().unwrap(), Some(s.clone()));
-        assert_eq!(Journal::new(j.path()).load().unwrap(), Some(s));
+        assert_eq!(UnauthenticatedJournal::new(j.path()).load().unwrap(), Some(s));
         let good = std::fs::read(j.path()).unwrap();
         for cut in [0, 1, 10, 64, 65, good.len() / 2, good.len() - 1] {
             std::fs::write(j.path(), &good[..cut]).unwrap();

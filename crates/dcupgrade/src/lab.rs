@@ -495,7 +495,7 @@ impl Lab {
 
     /// The agent's journal as it stands on disk.
     pub fn journal(&self) -> Result<Option<crate::journal::State>, String> {
-        crate::journal::Journal::new(&self.dir.join("agent").join("journal"))
+        crate::journal::UnauthenticatedJournal::new(&self.dir.join("agent").join("journal"))
             .load()
             .map_err(|e| e.to_string())
     }
