@@ -361,6 +361,10 @@ impl<A: Authorizer> Holder<A> {
                 if !self.cfg.allow_upgrader {
                     return Err(HandoverError::WrongRole(receiver.mr_enclave));
                 }
+                // A revoked upgrade agent gets nothing, whatever it asks for.
+                if custody.is_revoked(&receiver.mr_enclave) {
+                    return Err(AuthzError::Revoked(receiver.mr_enclave).into());
+                }
                 if destination.is_empty() {
                     return Err(HandoverError::NoDestination);
                 }

@@ -38,7 +38,7 @@ pub const PATH_ACK: &str = "/v1/handover/ack";
 pub const MAX_BODY: usize = 64 * 1024;
 /// Largest answer a receiver reads (`Keys` carries a keyring of up to
 /// [`crate::keyring::MAX_ENCODED_LEN`] bytes in base64).
-pub const MAX_RESPONSE_BODY: usize = 512 * 1024;
+pub const MAX_RESPONSE_BODY: usize = 1024 * 1024;
 /// Deadline for a whole request, body included (slow senders are cut off).
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 

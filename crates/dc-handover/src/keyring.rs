@@ -29,7 +29,8 @@ use zeroize::Zeroizing;
 
 use crate::authz::{Destination, Version};
 
-pub const MAX_KEYS: usize = 128;
+/// Enough for a thousand upgrades: each mints one data-key generation.
+pub const MAX_KEYS: usize = 1024;
 pub const MAX_SECRET_LEN: usize = 256;
 pub const MAX_NAME_LEN: usize = 64;
 /// Revocations a keyring carries.

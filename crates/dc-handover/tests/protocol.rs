@@ -792,3 +792,18 @@ fn the_agent_delivers_only_to_the_release_the_keys_were_released_for() {
     assert!(matches!(e, HandoverError::NotReleasedForMe { .. }), "{e}");
     assert!(run.receiver.ack(&run.rtee).is_err(), "nothing to acknowledge");
 }
+
+#[test]
+fn a_revoked_upgrader_gets_nothing() {
+    let w = World::new();
+    let mut run = default_run(&w);
+    run.ring
+        .custody_mut()
+        .add_revocation(dc_handover::keyring::RevocationEntry {
+            mr_enclave: agent().mr_enclave,
+            evidence: b"signed revocation of the agent".to_vec(),
+        })
+        .unwrap();
+    let e = refused(decide(&mut run));
+    assert_eq!(e.code(), "revoked", "{e}");
+}

@@ -203,14 +203,11 @@ async fn run(args: Args) -> Result<()> {
                 expect_released_to: Some(me_release),
             };
             // A keyring this release sealed before (a retry after a rolled back attempt):
-            // its data-key generation is kept. One that does not open is not ours.
-            let own = match keystore.load(&*tee, &me.mr_enclave) {
-                Ok(own) => own,
-                Err(e) => {
-                    warn!("{e}");
-                    None
-                }
-            };
+            // its data-key generation is kept. One that does not open is reported and left
+            // untouched: the node refuses rather than seal other keys over it.
+            let own = keystore
+                .load(&*tee, &me.mr_enclave)
+                .context("this release's own sealed keyring; it was left untouched and no keys were taken")?;
             let (ks, tee2, mre) = (&keystore, tee.clone(), me.mr_enclave);
             let only_upgrader = OnlyUpgrader(CommitteeAuthorizer::new(committee.clone()).with_products(&manifest.name, "dcupgrade"));
             let armed = crash_at.clone();
