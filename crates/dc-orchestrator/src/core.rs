@@ -1,0 +1,952 @@
+//! The orchestrator core: every upgrade decision, as a pure state machine.
+//!
+//! ```text
+//! Idle → Candidate → Downloaded → KeysAcquired → OldStopped → NewLaunched → KeysDelivered
+//!      → Healthy → (commit) Idle;      any failure after OldStopped → RollingBack → Idle
+//! ```
+//!
+//! The core is fed [`Event`]s (a release to install, the outcome of the action it asked for,
+//! an agent restart, a timer) with the current time, and answers with exactly one [`Action`]
+//! for the driver to carry out; the driver reports that action's outcome as the next event.
+//! It opens no file or socket and reads no clock. Its whole persisted state is [`State`] —
+//! what the journal holds — and every phase is written ([`Action::Persist`]) before the side
+//! effect it names is asked for. What the core keeps besides ([`Step`]) is only where it
+//! waits; after a crash it starts again from the journal alone ([`Event::Start`]).
+//!
+//! Rules, each checked by the model in `tests/model.rs`:
+//! - before `OldStopped` the running node was never touched: a failure abandons the release
+//!   (with backoff), a crash abandons it too;
+//! - the old node is stopped only after `OldStopped` is durable, and the new one is launched
+//!   only after the old one's exit is *confirmed*;
+//! - from `OldStopped` on, a failure or a crash rolls back, and a rollback starts the old node
+//!   only after the new one's exit is confirmed;
+//! - only `Healthy` is committed, and a commit never lowers the version or ISVSVN floor.
+
+use dc_handover::Version;
+
+use crate::state::{Failure, Phase, Release, State, Upgrade};
+
+/// Longest backoff after repeated failures of one release.
+pub const MAX_BACKOFF_MS: u64 = 24 * 3600 * 1000;
+/// Attempts to confirm a node's exit in one rollback before it halts (and is retried).
+pub const STOP_ATTEMPTS: u8 = 3;
+
+/// Settings of the core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Policy {
+    /// Backoff after a release's first failure; doubled per further failure.
+    pub retry_backoff_ms: u64,
+}
+
+/// A release a source offers, as far as the decisions need it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Offer {
+    pub version: Version,
+    /// MRENCLAVE, hex.
+    pub mr_enclave: String,
+    /// Signed ISVSVN, if the source signs one (feed records do; the chain does not).
+    pub isv_svn: Option<u16>,
+    /// Where it came from, for the journal and operators.
+    pub source: String,
+}
+
+/// A downloaded release whose digest, measurement, evidence and policy checks passed.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Verified {
+    pub target: Release,
+    pub isv_svn: u16,
+}
+
+/// The keys the agent holds, sealed, after the old node released them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Taken {
+    /// Fingerprint of the received keyring, hex.
+    pub fingerprint: String,
+    /// SHA-256 of the probe written through the old node, hex.
+    pub probe_sha256: String,
+}
+
+/// Why a step failed. The driver reports the detail its I/O produced.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum StepError {
+    #[error("journal write failed, no further action taken: {0}")]
+    Journal(String),
+    #[error("release {version} refused: {reason}")]
+    Refused { version: String, reason: String },
+    #[error("the node exited during the download; it is restarted first and the release retried")]
+    NodeExitedDuringDownload,
+    #[error("taking the keys from the running node failed: {0}")]
+    TakeKeys(String),
+    #[error("the old node did not confirm its exit; the new one was not started")]
+    OldNodeNotStopped,
+    #[error("launching the new node failed: {0}")]
+    Launch(String),
+    #[error("{0}")]
+    Delivery(String),
+    #[error("the new node did not become ready: {0}")]
+    NotReady(String),
+    #[error("health check failed: {0}")]
+    Health(String),
+    #[error("the agent restarted during the upgrade")]
+    AgentRestarted,
+}
+
+/// What the driver must do next. Each action but [`Action::Idle`] and
+/// [`Action::Finished`] is answered by exactly one event.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Nothing to do until an offer, a restart or a timer.
+    Idle,
+    /// Write [`Orchestrator::state`] to the journal durably → [`Event::Persisted`].
+    Persist,
+    /// Download and verify the release → [`Event::Downloaded`].
+    Download(Offer),
+    /// Take the keys from the running node for the verified target, seal them in the agent
+    /// → [`Event::KeysTaken`].
+    TakeKeys,
+    /// Stop the running node (the old one, or in a rollback the new one) and confirm its
+    /// exit → [`Event::Stopped`].
+    StopNode,
+    /// Launch the target with the agent as its upgrader and serve it the keys
+    /// → [`Event::Delivered`].
+    LaunchNew,
+    /// Wait until the new node serves → [`Event::Ready`].
+    AwaitReady,
+    /// Check the new node's identity, keyring and the probe → [`Event::Health`].
+    CheckHealth,
+    /// Start the installed release's node → [`Event::Started`].
+    StartCurrent,
+    /// The upgrade (or recovery) ended; the core is idle or waits for a timer.
+    Finished(Outcome),
+}
+
+/// How an upgrade ended.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The new release serves; it is the installed one.
+    Committed { version: String },
+    /// Given up before the running node was touched.
+    Abandoned(StepError),
+    /// The old node serves again.
+    RolledBack(StepError),
+    /// A rollback could not confirm the new node's exit, so the old node was not started;
+    /// it is retried at the next [`Event::Tick`].
+    RollbackHalted(StepError),
+    /// Nothing was in progress.
+    Nothing,
+}
+
+/// What happened.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Event {
+    /// The agent (re)started with the state the journal holds: recover from it.
+    Start,
+    /// Install this release (the driver picked it with [`Orchestrator::select`]).
+    Begin(Offer),
+    Persisted(Result<(), String>),
+    Downloaded(Result<Verified, StepError>),
+    KeysTaken(Result<Taken, StepError>),
+    Stopped {
+        confirmed: bool,
+    },
+    /// The new node acknowledged durable receipt of the keys (its MRENCLAVE), or why not.
+    Delivered(Result<String, StepError>),
+    Ready(Result<(), StepError>),
+    Health(Result<(), StepError>),
+    Started(Result<(), StepError>),
+    /// Time passed (retries of a halted rollback).
+    Tick,
+}
+
+/// An event the core did not expect in its step: a driver bug, never a host input.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("event {event} is not expected while the orchestrator {step}")]
+pub struct UnexpectedEvent {
+    pub event: String,
+    pub step: String,
+}
+
+/// Where the core waits (not persisted).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Step {
+    Idle,
+    /// A journal write, then `then`; `strict` writes stop the upgrade if they fail.
+    Persisting {
+        then: Then,
+        strict: bool,
+    },
+    Downloading,
+    TakingKeys,
+    StoppingOld,
+    Delivering,
+    AwaitingReady,
+    CheckingHealth,
+    RollbackStopping {
+        attempt: u8,
+        reason: StepError,
+    },
+    RollbackStarting {
+        reason: StepError,
+    },
+    RollbackHalted {
+        reason: StepError,
+    },
+}
+
+/// What follows a journal write.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Then {
+    Download(Offer),
+    TakeKeys,
+    EnterOldStopped,
+    StopOld,
+    LaunchNew,
+    AwaitReady,
+    Commit,
+    RollbackStop(StepError),
+    Finish(Outcome),
+}
+
+/// Refusals of offered releases, for operators, and the release to install if any.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selection {
+    pub pick: Option<Offer>,
+    pub refused: Vec<String>,
+}
+
+/// The orchestrator: the journaled state and where it waits.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Orchestrator {
+    state: State,
+    step: Step,
+    policy: Policy,
+}
+
+fn phase_name(p: Phase) -> &'static str {
+    match p {
+        Phase::Idle => "idle",
+        Phase::Candidate => "candidate",
+        Phase::Downloaded => "downloaded",
+        Phase::KeysAcquired => "keys_acquired",
+        Phase::OldStopped => "old_stopped",
+        Phase::NewLaunched => "new_launched",
+        Phase::KeysDelivered => "keys_delivered",
+        Phase::Healthy => "healthy",
+        Phase::RollingBack => "rolling_back",
+    }
+}
+
+impl Orchestrator {
+    /// The core over the state the journal holds. Send [`Event::Start`] before anything else.
+    pub fn new(state: State, policy: Policy) -> Self {
+        Self {
+            state,
+            step: Step::Idle,
+            policy,
+        }
+    }
+
+    /// The state to persist (the journal's content).
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn step(&self) -> &Step {
+        &self.step
+    }
+
+    /// Whether no upgrade is in progress (a new one may begin).
+    pub fn is_idle(&self) -> bool {
+        self.step == Step::Idle && self.state.phase == Phase::Idle
+    }
+
+    /// The journal name of a phase (`old_stopped`, …), as crash points and timelines use it.
+    pub fn phase_name(p: Phase) -> &'static str {
+        phase_name(p)
+    }
+
+    /// Records a committee revocation (outside an upgrade); `true` if new. Persist after.
+    pub fn note_revoked(&mut self, mr_enclave: &str) -> bool {
+        self.state.revoked.insert(mr_enclave.to_string())
+    }
+
+    /// Operator pause; `true` if it changed. Persist after.
+    pub fn set_paused(&mut self, paused: bool) -> bool {
+        let changed = self.state.paused != paused;
+        self.state.paused = paused;
+        changed
+    }
+
+    /// Picks the highest offered release above the current one that is not revoked, not
+    /// below anything ever trusted (version or signed ISVSVN) and not in backoff. Refusals
+    /// are returned for the operator; releases at or below the current one are ignored.
+    pub fn select(&self, offers: &[Offer], now_ms: u64) -> Selection {
+        let mut sel = Selection::default();
+        let Ok(current) = self.state.current.version.parse::<Version>() else {
+            return sel;
+        };
+        let highest: Version = self.state.highest_trusted.parse().unwrap_or(current);
+        let mut offers: Vec<&Offer> = offers.iter().collect();
+        offers.sort_by_key(|o| std::cmp::Reverse(o.version));
+        for o in offers {
+            if self.state.revoked.contains(&o.mr_enclave) {
+                sel.refused.push(format!(
+                    "release {} ({}) refused: revoked by the committee",
+                    o.version, o.mr_enclave
+                ));
+                continue;
+            }
+            if o.version < highest || o.isv_svn.is_some_and(|s| s < self.state.highest_isv_svn) {
+                sel.refused.push(format!(
+                    "release {} ({}) from {} refused: lower than the highest version ever trusted ({highest}, ISVSVN {}); keys never go to a lower version",
+                    o.version, o.mr_enclave, o.source, self.state.highest_isv_svn
+                ));
+                continue;
+            }
+            if o.version <= current || sel.pick.is_some() {
+                continue;
+            }
+            let backing_off = self
+                .state
+                .failed
+                .get(&o.mr_enclave)
+                .is_some_and(|f| now_ms < f.retry_after_ms);
+            if !backing_off {
+                sel.pick = Some(o.clone());
+            }
+        }
+        sel
+    }
+
+    /// Feeds one event; returns the one action to carry out.
+    pub fn handle(&mut self, event: Event, now_ms: u64) -> Result<Action, UnexpectedEvent> {
+        let step = std::mem::replace(&mut self.step, Step::Idle);
+        let unexpected = |event: &Event, step: &Step| UnexpectedEvent {
+            event: format!("{event:?}"),
+            step: format!("{step:?}"),
+        };
+        let action = match (step, event) {
+            (Step::Idle, Event::Start) => self.recover(now_ms),
+            (Step::Idle, Event::Begin(offer)) if self.state.phase == Phase::Idle => {
+                self.state.timeline.clear();
+                self.state.upgrade = Some(Upgrade {
+                    target_version: offer.version.to_string(),
+                    target_mr_enclave: offer.mr_enclave.clone(),
+                    target: None,
+                    keyring_fingerprint: None,
+                    probe_sha256: None,
+                    started_at_ms: now_ms,
+                    source: offer.source.clone(),
+                    target_isv_svn: None,
+                });
+                let note = format!(
+                    "{} {} from {}",
+                    offer.version, offer.mr_enclave, offer.source
+                );
+                self.enter(Phase::Candidate, note, now_ms, true, Then::Download(offer))
+            }
+            (Step::Idle, Event::Tick) => Action::Idle,
+            (Step::RollbackHalted { reason }, Event::Tick) => {
+                self.step = Step::RollbackStopping { attempt: 0, reason };
+                Action::StopNode
+            }
+            (Step::Persisting { then, strict }, Event::Persisted(r)) => match r {
+                Ok(()) => self.then(then, now_ms),
+                Err(e) if strict => {
+                    let e = StepError::Journal(e);
+                    if self.state.phase.old_node_may_be_stopped() {
+                        self.rollback(e, now_ms)
+                    } else {
+                        self.give_up(e, now_ms)
+                    }
+                }
+                // Best-effort writes (abandoning, rolling back) move towards the old node
+                // whether or not they are durable.
+                Err(_) => self.then(then, now_ms),
+            },
+            (Step::Downloading, Event::Downloaded(r)) => match r {
+                Ok(v) => {
+                    let note = format!("digest and measurement verified (ISVSVN {})", v.isv_svn);
+                    let u = self.upgrade_mut();
+                    u.target = Some(v.target);
+                    u.target_isv_svn = Some(v.isv_svn);
+                    self.enter(Phase::Downloaded, note, now_ms, true, Then::TakeKeys)
+                }
+                Err(StepError::NodeExitedDuringDownload) => {
+                    // Not the release's fault: no backoff.
+                    self.state.upgrade = None;
+                    let e = StepError::NodeExitedDuringDownload;
+                    self.enter(
+                        Phase::Idle,
+                        e.to_string(),
+                        now_ms,
+                        false,
+                        Then::Finish(Outcome::Abandoned(e)),
+                    )
+                }
+                Err(e) => self.give_up(e, now_ms),
+            },
+            (Step::TakingKeys, Event::KeysTaken(r)) => match r {
+                Ok(t) => {
+                    let note = format!(
+                        "keyring {} sealed in the agent",
+                        t.fingerprint.get(..16).unwrap_or(&t.fingerprint)
+                    );
+                    let u = self.upgrade_mut();
+                    u.keyring_fingerprint = Some(t.fingerprint);
+                    u.probe_sha256 = Some(t.probe_sha256);
+                    self.enter(
+                        Phase::KeysAcquired,
+                        note,
+                        now_ms,
+                        true,
+                        Then::EnterOldStopped,
+                    )
+                }
+                Err(e) => self.give_up(e, now_ms),
+            },
+            (Step::StoppingOld, Event::Stopped { confirmed }) => {
+                if !confirmed {
+                    // The old node may still serve: never start the new one beside it.
+                    self.give_up(StepError::OldNodeNotStopped, now_ms)
+                } else {
+                    self.state.mark("old_node_exited", now_ms, "");
+                    self.enter(Phase::NewLaunched, "", now_ms, true, Then::LaunchNew)
+                }
+            }
+            (Step::Delivering, Event::Delivered(r)) => match r {
+                Ok(receiver) => self.enter(
+                    Phase::KeysDelivered,
+                    format!("attested receiver {receiver}"),
+                    now_ms,
+                    true,
+                    Then::AwaitReady,
+                ),
+                Err(e) => self.rollback(e, now_ms),
+            },
+            (Step::AwaitingReady, Event::Ready(r)) => match r {
+                Ok(()) => {
+                    self.state.mark("new_node_serving", now_ms, "");
+                    self.step = Step::CheckingHealth;
+                    Action::CheckHealth
+                }
+                Err(e) => self.rollback(e, now_ms),
+            },
+            (Step::CheckingHealth, Event::Health(r)) => match r {
+                Ok(()) => self.enter(
+                    Phase::Healthy,
+                    "identity, keyring and old data verified",
+                    now_ms,
+                    true,
+                    Then::Commit,
+                ),
+                Err(e) => self.rollback(e, now_ms),
+            },
+            (Step::RollbackStopping { attempt, reason }, Event::Stopped { confirmed }) => {
+                if confirmed {
+                    self.step = Step::RollbackStarting { reason };
+                    Action::StartCurrent
+                } else if attempt + 1 < STOP_ATTEMPTS {
+                    self.step = Step::RollbackStopping {
+                        attempt: attempt + 1,
+                        reason,
+                    };
+                    Action::StopNode
+                } else {
+                    // Never start the old node beside a new one that may still run: stay in
+                    // RollingBack and retry at the next tick.
+                    self.step = Step::RollbackHalted {
+                        reason: reason.clone(),
+                    };
+                    Action::Finished(Outcome::RollbackHalted(reason))
+                }
+            }
+            (Step::RollbackStarting { reason }, Event::Started(_)) => {
+                // If the old node did not start, the driver's supervision restarts it.
+                self.state.upgrade = None;
+                self.enter(
+                    Phase::Idle,
+                    "rolled back",
+                    now_ms,
+                    false,
+                    Then::Finish(Outcome::RolledBack(reason)),
+                )
+            }
+            (step, event) => {
+                let e = unexpected(&event, &step);
+                self.step = step;
+                return Err(e);
+            }
+        };
+        Ok(action)
+    }
+
+    /// After a restart, from the journal alone.
+    fn recover(&mut self, now_ms: u64) -> Action {
+        match self.state.phase {
+            Phase::Idle => Action::Finished(Outcome::Nothing),
+            // The new node proved itself before the restart.
+            Phase::Healthy => self.commit(now_ms),
+            p if p.old_node_may_be_stopped() => self.rollback(StepError::AgentRestarted, now_ms),
+            _ => self.give_up(StepError::AgentRestarted, now_ms),
+        }
+    }
+
+    fn then(&mut self, then: Then, now_ms: u64) -> Action {
+        match then {
+            Then::Download(offer) => {
+                self.step = Step::Downloading;
+                Action::Download(offer)
+            }
+            Then::TakeKeys => {
+                self.step = Step::TakingKeys;
+                Action::TakeKeys
+            }
+            // Write-ahead: if this cannot be recorded, the old node is not touched.
+            Then::EnterOldStopped => self.enter(
+                Phase::OldStopped,
+                "stopping the old node",
+                now_ms,
+                true,
+                Then::StopOld,
+            ),
+            Then::StopOld => {
+                self.step = Step::StoppingOld;
+                Action::StopNode
+            }
+            Then::LaunchNew => {
+                self.step = Step::Delivering;
+                Action::LaunchNew
+            }
+            Then::AwaitReady => {
+                self.step = Step::AwaitingReady;
+                Action::AwaitReady
+            }
+            Then::Commit => self.commit(now_ms),
+            Then::RollbackStop(reason) => {
+                self.step = Step::RollbackStopping { attempt: 0, reason };
+                Action::StopNode
+            }
+            Then::Finish(outcome) => {
+                self.step = Step::Idle;
+                Action::Finished(outcome)
+            }
+        }
+    }
+
+    /// Records `phase`, then asks for the journal write; `then` follows it.
+    fn enter(
+        &mut self,
+        phase: Phase,
+        note: impl Into<String>,
+        now_ms: u64,
+        strict: bool,
+        then: Then,
+    ) -> Action {
+        self.state.phase = phase;
+        self.state.mark(phase_name(phase), now_ms, note);
+        self.step = Step::Persisting { then, strict };
+        Action::Persist
+    }
+
+    fn upgrade_mut(&mut self) -> &mut Upgrade {
+        // Every step that calls this runs inside an upgrade begun by `Begin`.
+        self.state.upgrade.get_or_insert_with(|| Upgrade {
+            target_version: String::new(),
+            target_mr_enclave: String::new(),
+            target: None,
+            keyring_fingerprint: None,
+            probe_sha256: None,
+            started_at_ms: 0,
+            source: String::new(),
+            target_isv_svn: None,
+        })
+    }
+
+    /// Abandons the release before the old node was touched, with backoff.
+    fn give_up(&mut self, reason: StepError, now_ms: u64) -> Action {
+        self.record_failure(&reason, now_ms);
+        self.state.upgrade = None;
+        self.enter(
+            Phase::Idle,
+            reason.to_string(),
+            now_ms,
+            false,
+            Then::Finish(Outcome::Abandoned(reason)),
+        )
+    }
+
+    /// From `OldStopped` on: stop the new node, then start the old one.
+    fn rollback(&mut self, reason: StepError, now_ms: u64) -> Action {
+        self.record_failure(&reason, now_ms);
+        self.enter(
+            Phase::RollingBack,
+            reason.to_string(),
+            now_ms,
+            false,
+            Then::RollbackStop(reason),
+        )
+    }
+
+    fn record_failure(&mut self, reason: &StepError, now_ms: u64) {
+        let Some(u) = &self.state.upgrade else { return };
+        let (mre, version) = (u.target_mr_enclave.clone(), u.target_version.clone());
+        let attempts = self.state.failed.get(&mre).map_or(0, |f| f.attempts) + 1;
+        let backoff = self
+            .policy
+            .retry_backoff_ms
+            .saturating_mul(1 << attempts.min(10))
+            .min(MAX_BACKOFF_MS);
+        self.state.failed.insert(
+            mre,
+            Failure {
+                version,
+                attempts,
+                retry_after_ms: now_ms.saturating_add(backoff),
+                reason: reason.to_string(),
+            },
+        );
+    }
+
+    /// The new release becomes the installed one; the floors only go up.
+    fn commit(&mut self, now_ms: u64) -> Action {
+        let upgrade = self.state.upgrade.take();
+        let Some((target, isv_svn)) = upgrade
+            .as_ref()
+            .and_then(|u| u.target.clone().map(|t| (t, u.target_isv_svn)))
+        else {
+            return self.enter(
+                Phase::Idle,
+                "commit without a verified target; back to idle",
+                now_ms,
+                false,
+                Then::Finish(Outcome::Nothing),
+            );
+        };
+        let newer = match (
+            target.version.parse::<Version>(),
+            self.state.highest_trusted.parse::<Version>(),
+        ) {
+            (Ok(t), Ok(h)) => t > h,
+            _ => true,
+        };
+        if newer {
+            self.state.highest_trusted = target.version.clone();
+        }
+        if let Some(svn) = isv_svn {
+            self.state.highest_isv_svn = self.state.highest_isv_svn.max(svn);
+        }
+        self.state.failed.remove(&target.mr_enclave);
+        let version = target.version.clone();
+        self.state.current = target;
+        self.state.upgrades_completed += 1;
+        self.enter(
+            Phase::Idle,
+            "committed",
+            now_ms,
+            false,
+            Then::Finish(Outcome::Committed { version }),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn release(v: &str, m: &str) -> Release {
+        Release {
+            version: v.into(),
+            mr_enclave: m.into(),
+            bundle_dir: PathBuf::from(format!("/b/{m}")),
+            record: None,
+        }
+    }
+
+    fn offer(v: &str, m: &str) -> Offer {
+        Offer {
+            version: v.parse().unwrap(),
+            mr_enclave: m.into(),
+            isv_svn: Some(2),
+            source: "feed".into(),
+        }
+    }
+
+    fn core() -> Orchestrator {
+        let mut c = Orchestrator::new(
+            State::new(release("1.0.0", "aa")),
+            Policy {
+                retry_backoff_ms: 1000,
+            },
+        );
+        assert_eq!(
+            c.handle(Event::Start, 0).unwrap(),
+            Action::Finished(Outcome::Nothing)
+        );
+        c
+    }
+
+    /// Drives one upgrade where every action succeeds; returns the actions asked for.
+    fn happy(c: &mut Orchestrator) -> Vec<Action> {
+        let mut seen = vec![];
+        let mut a = c.handle(Event::Begin(offer("2.0.0", "bb")), 1).unwrap();
+        loop {
+            seen.push(a.clone());
+            let ev = match a {
+                Action::Persist => Event::Persisted(Ok(())),
+                Action::Download(_) => Event::Downloaded(Ok(Verified {
+                    target: release("2.0.0", "bb"),
+                    isv_svn: 2,
+                })),
+                Action::TakeKeys => Event::KeysTaken(Ok(Taken {
+                    fingerprint: "f".repeat(64),
+                    probe_sha256: "p".into(),
+                })),
+                Action::StopNode => Event::Stopped { confirmed: true },
+                Action::LaunchNew => Event::Delivered(Ok("bb".into())),
+                Action::AwaitReady => Event::Ready(Ok(())),
+                Action::CheckHealth => Event::Health(Ok(())),
+                Action::StartCurrent => Event::Started(Ok(())),
+                Action::Finished(_) | Action::Idle => return seen,
+            };
+            a = c.handle(ev, 2).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_whole_upgrade_journals_each_phase_before_its_action_and_commits() {
+        let mut c = core();
+        let seen = happy(&mut c);
+        use Action::*;
+        assert_eq!(
+            seen,
+            vec![
+                Persist, // candidate
+                Download(offer("2.0.0", "bb")),
+                Persist, // downloaded
+                TakeKeys,
+                Persist, // keys acquired
+                Persist, // old stopped
+                StopNode,
+                Persist, // new launched
+                LaunchNew,
+                Persist, // keys delivered
+                AwaitReady,
+                CheckHealth,
+                Persist, // healthy
+                Persist, // idle
+                Finished(Outcome::Committed {
+                    version: "2.0.0".into()
+                }),
+            ]
+        );
+        let s = c.state();
+        assert_eq!(s.current.version, "2.0.0");
+        assert_eq!(s.highest_trusted, "2.0.0");
+        assert_eq!(s.highest_isv_svn, 2);
+        assert_eq!(s.phase, Phase::Idle);
+        assert!(s.upgrade.is_none() && c.is_idle());
+    }
+
+    #[test]
+    fn an_unconfirmed_stop_never_launches_the_new_node() {
+        let mut c = core();
+        let mut a = c.handle(Event::Begin(offer("2.0.0", "bb")), 1).unwrap();
+        while a != Action::StopNode {
+            a = match a {
+                Action::Persist => c.handle(Event::Persisted(Ok(())), 2),
+                Action::Download(_) => c.handle(
+                    Event::Downloaded(Ok(Verified {
+                        target: release("2.0.0", "bb"),
+                        isv_svn: 2,
+                    })),
+                    2,
+                ),
+                Action::TakeKeys => c.handle(
+                    Event::KeysTaken(Ok(Taken {
+                        fingerprint: "f".into(),
+                        probe_sha256: "p".into(),
+                    })),
+                    2,
+                ),
+                other => panic!("{other:?}"),
+            }
+            .unwrap();
+        }
+        assert_eq!(
+            c.handle(Event::Stopped { confirmed: false }, 3).unwrap(),
+            Action::Persist
+        );
+        let a = c.handle(Event::Persisted(Ok(())), 3).unwrap();
+        assert_eq!(
+            a,
+            Action::Finished(Outcome::Abandoned(StepError::OldNodeNotStopped))
+        );
+        assert_eq!(c.state().current.version, "1.0.0");
+        assert_eq!(c.state().failed["bb"].attempts, 1);
+    }
+
+    #[test]
+    fn a_rollback_halts_until_the_new_node_exit_is_confirmed() {
+        let mut c = core();
+        let mut a = c.handle(Event::Begin(offer("2.0.0", "bb")), 1).unwrap();
+        loop {
+            a = match a {
+                Action::Persist => c.handle(Event::Persisted(Ok(())), 2),
+                Action::Download(_) => c.handle(
+                    Event::Downloaded(Ok(Verified {
+                        target: release("2.0.0", "bb"),
+                        isv_svn: 2,
+                    })),
+                    2,
+                ),
+                Action::TakeKeys => c.handle(
+                    Event::KeysTaken(Ok(Taken {
+                        fingerprint: "f".into(),
+                        probe_sha256: "p".into(),
+                    })),
+                    2,
+                ),
+                Action::StopNode => c.handle(Event::Stopped { confirmed: true }, 2),
+                Action::LaunchNew => {
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+            .unwrap();
+        }
+        let a = c
+            .handle(
+                Event::Delivered(Err(StepError::Delivery("crashed".into()))),
+                3,
+            )
+            .unwrap();
+        assert_eq!(a, Action::Persist);
+        assert_eq!(c.state().phase, Phase::RollingBack);
+        assert_eq!(
+            c.handle(Event::Persisted(Ok(())), 3).unwrap(),
+            Action::StopNode
+        );
+        for _ in 1..STOP_ATTEMPTS {
+            assert_eq!(
+                c.handle(Event::Stopped { confirmed: false }, 3).unwrap(),
+                Action::StopNode
+            );
+        }
+        let a = c.handle(Event::Stopped { confirmed: false }, 3).unwrap();
+        assert!(matches!(a, Action::Finished(Outcome::RollbackHalted(_))));
+        assert_eq!(c.state().phase, Phase::RollingBack, "not idle while halted");
+        assert_eq!(c.handle(Event::Tick, 4).unwrap(), Action::StopNode);
+        assert_eq!(
+            c.handle(Event::Stopped { confirmed: true }, 4).unwrap(),
+            Action::StartCurrent
+        );
+        assert_eq!(
+            c.handle(Event::Started(Ok(())), 4).unwrap(),
+            Action::Persist
+        );
+        assert!(matches!(
+            c.handle(Event::Persisted(Err("disk full".into())), 4)
+                .unwrap(),
+            Action::Finished(Outcome::RolledBack(_))
+        ));
+        assert_eq!(c.state().current.version, "1.0.0");
+        assert_eq!(c.state().highest_trusted, "1.0.0");
+    }
+
+    #[test]
+    fn a_failed_strict_write_stops_before_the_side_effect() {
+        let mut c = core();
+        assert_eq!(
+            c.handle(Event::Begin(offer("2.0.0", "bb")), 1).unwrap(),
+            Action::Persist
+        );
+        let a = c.handle(Event::Persisted(Err("EIO".into())), 1).unwrap();
+        assert_eq!(a, Action::Persist, "abandoning is journaled, best effort");
+        assert!(matches!(
+            c.handle(Event::Persisted(Ok(())), 1).unwrap(),
+            Action::Finished(Outcome::Abandoned(StepError::Journal(_)))
+        ));
+    }
+
+    #[test]
+    fn recovery_follows_the_journal_alone() {
+        for (phase, expect) in [
+            (Phase::Candidate, "abandon"),
+            (Phase::Downloaded, "abandon"),
+            (Phase::KeysAcquired, "abandon"),
+            (Phase::OldStopped, "rollback"),
+            (Phase::NewLaunched, "rollback"),
+            (Phase::KeysDelivered, "rollback"),
+            (Phase::RollingBack, "rollback"),
+            (Phase::Healthy, "commit"),
+        ] {
+            let mut s = State::new(release("1.0.0", "aa"));
+            s.phase = phase;
+            s.upgrade = Some(Upgrade {
+                target_version: "2.0.0".into(),
+                target_mr_enclave: "bb".into(),
+                target: Some(release("2.0.0", "bb")),
+                keyring_fingerprint: None,
+                probe_sha256: None,
+                started_at_ms: 0,
+                source: String::new(),
+                target_isv_svn: Some(2),
+            });
+            let mut c = Orchestrator::new(
+                s,
+                Policy {
+                    retry_backoff_ms: 1,
+                },
+            );
+            assert_eq!(c.handle(Event::Start, 5).unwrap(), Action::Persist);
+            let next = c.handle(Event::Persisted(Ok(())), 5).unwrap();
+            match expect {
+                "abandon" => assert!(matches!(
+                    next,
+                    Action::Finished(Outcome::Abandoned(StepError::AgentRestarted))
+                )),
+                "rollback" => assert_eq!(next, Action::StopNode, "{phase:?}"),
+                _ => {
+                    assert!(matches!(next, Action::Finished(Outcome::Committed { .. })));
+                    assert_eq!(c.state().current.version, "2.0.0");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn selection_applies_floors_revocations_and_backoff() {
+        let mut c = core();
+        c.note_revoked("cc");
+        let offers = [
+            offer("0.9.0", "00"),
+            offer("3.0.0", "cc"),
+            offer("2.0.0", "bb"),
+            offer("1.0.0", "aa"),
+        ];
+        let sel = c.select(&offers, 0);
+        assert_eq!(sel.pick.as_ref().map(|o| o.mr_enclave.as_str()), Some("bb"));
+        assert_eq!(sel.refused.len(), 2, "{:?}", sel.refused);
+        // A failed release waits for its backoff.
+        let _ = c.handle(Event::Begin(offer("2.0.0", "bb")), 10).unwrap();
+        let _ = c.handle(Event::Persisted(Ok(())), 10).unwrap();
+        let _ = c
+            .handle(
+                Event::Downloaded(Err(StepError::Refused {
+                    version: "2.0.0".into(),
+                    reason: "digest".into(),
+                })),
+                10,
+            )
+            .unwrap();
+        let _ = c.handle(Event::Persisted(Ok(())), 10).unwrap();
+        assert!(c.select(&offers, 11).pick.is_none());
+        assert!(c.select(&offers, 10 + 2000).pick.is_some());
+        // Unexpected events are errors, not panics, and change nothing.
+        let before = c.clone();
+        assert!(c.handle(Event::Stopped { confirmed: true }, 12).is_err());
+        assert_eq!(c, before);
+    }
+}
