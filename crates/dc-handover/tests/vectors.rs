@@ -1,22 +1,26 @@
-//! Deterministic test vectors for `docs/protocol.md`. Fixed platform secret, identities,
-//! clock and a fixed random stream give the exact bytes of every message; this test fails if
-//! the code and the document disagree. To regenerate after an intended protocol change:
+//! Deterministic test vectors for `docs/protocol.md` §9. Fixed platform secret, identities,
+//! clock and fixed random streams give the exact bytes of every message; this test fails if
+//! the code and the document disagree. Every value another implementation needs to recompute
+//! the messages is published and checked here: both HPKE key pairs (the holder's ephemeral
+//! one too), the transcript hashes, and the REPORT keys that verify each report's MAC. To
+//! regenerate after an intended protocol change:
 //! `DC_UPDATE_VECTORS=1 cargo test -p dc-handover --test vectors`.
 
 use std::sync::Arc;
 
 use dc_handover::{
-    transcript, Destination, Holder, HolderConfig, Keyring, PeerRole, Receiver, ReceiverConfig, StaticAllowList,
-    Version,
+    transcript, Destination, Holder, HolderConfig, Keyring, PeerRole, Receiver, ReceiverConfig,
+    StaticAllowList, Version,
 };
-use dc_tee::Report;
+use dc_tee::{KeyRequest, Report, Tee};
 use dc_tee_sim::platform::{test_identity, InProcessTee, Platform};
 use hpke::{Deserializable, Kem as _, Serializable};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-/// A deterministic byte stream (SHA-256 in counter mode). Test vectors only.
+/// A deterministic byte stream: block i (from 0) is SHA-256(SHA-256(label) ‖ u64_le(i)), and
+/// the stream is the concatenation of the blocks. Test vectors only.
 struct Stream {
     seed: [u8; 32],
     counter: u64,
@@ -63,10 +67,11 @@ impl rand_core::CryptoRng for Stream {}
 type Kem = hpke::kem::X25519HkdfSha256;
 
 fn generate() -> String {
+    let report_key_id = dc_tee::KeyId([0x24; 32]);
     let platform = Arc::new(Platform::new(
         Zeroizing::new([0x42; 32]),
         dc_tee::CpuSvn([1; 16]),
-        dc_tee::KeyId([0x24; 32]),
+        report_key_id,
     ));
     let node = test_identity(0x11, 0xAA, 1, false);
     let destination = Destination {
@@ -110,10 +115,19 @@ fn generate() -> String {
     let mut hrng = Stream::new("dc-handover vectors: holder");
     let mut rrng = Stream::new("dc-handover vectors: receiver");
 
-    // The receiver's ephemeral key pair is derived from the first 32 bytes of its stream.
+    // The receiver's ephemeral key pair is DeriveKeyPair of the first 32 bytes of its stream.
     let mut ikm = [0u8; 32];
     rand_core::RngCore::fill_bytes(&mut Stream::new("dc-handover vectors: receiver"), &mut ikm);
     let (sk, pk) = Kem::derive_keypair(&ikm);
+    // The holder's stream gives the session id (16 bytes) and the nonce (32) at hello, then
+    // the IKM of its HPKE ephemeral key pair (32) at the response.
+    let mut holder_stream = [0u8; 80];
+    rand_core::RngCore::fill_bytes(
+        &mut Stream::new("dc-handover vectors: holder"),
+        &mut holder_stream,
+    );
+    let eph_ikm: [u8; 32] = holder_stream[48..80].try_into().unwrap();
+    let (eph_sk, eph_pk) = Kem::derive_keypair(&eph_ikm);
 
     let (mut receiver, hello) = Receiver::start(&rtee, rcfg, allow, &mut rrng).unwrap();
     let challenge = holder.on_hello(&htee, &hello, now, &mut hrng).unwrap();
@@ -128,6 +142,11 @@ fn generate() -> String {
     assert!(received.keyring.ct_eq(&released));
     let ack = receiver.ack(&rtee).unwrap();
     let delivered = holder.on_ack(&htee, &ack, now + 15).unwrap().reply;
+
+    assert_eq!(challenge.session[..], holder_stream[..16]);
+    assert_eq!(challenge.nonce[..], holder_stream[16..48]);
+    // enc is the public key of the published ephemeral secret.
+    assert_eq!(keys.encapsulated_key[..], eph_pk.to_bytes()[..]);
 
     let rd = |b: &[u8; 432]| hex::encode(Report::from_bytes(b).unwrap().report_data.0);
     // Recompute each transcript hash from its definition, independently of the state machines.
@@ -166,15 +185,65 @@ fn generate() -> String {
         )
         .unwrap();
     assert_eq!(opened, released.encode().to_vec());
+    // The holder's side recomputed: sealing with the published ephemeral IKM gives exactly
+    // `encapsulated_key` and `ciphertext`.
+    let mut eph_rng = Stream::new("dc-handover vectors: holder");
+    rand_core::RngCore::fill_bytes(&mut eph_rng, &mut [0u8; 48]);
+    let (enc, ct) =
+        hpke::single_shot_seal::<hpke::aead::ChaCha20Poly1305, hpke::kdf::HkdfSha256, Kem, _>(
+            &hpke::OpModeS::Base,
+            &<Kem as hpke::Kem>::PublicKey::from_bytes(&response.hpke_public_key).unwrap(),
+            &transcript::hpke_info(&t2),
+            &released.encode(),
+            &t2.0,
+            &mut eph_rng,
+        )
+        .unwrap();
+    assert_eq!(enc.to_bytes()[..], keys.encapsulated_key[..]);
+    assert_eq!(ct, keys.ciphertext);
+
+    // The REPORT key of each enclave (for the platform's report KEYID) verifies the reports
+    // made for it: AES-128-CMAC over bytes 0..384 is the MAC at 416..432.
+    let report_key = |tee: &InProcessTee| {
+        let k = tee.get_key(&KeyRequest::report_key(report_key_id)).unwrap();
+        *k.expose()
+    };
+    let (holder_report_key, receiver_report_key) = (report_key(&htee), report_key(&rtee));
+    for (what, bytes, key) in [
+        ("challenge", &challenge.holder_report, &receiver_report_key),
+        ("response", &response.receiver_report, &holder_report_key),
+        ("keys", &keys.holder_report, &receiver_report_key),
+        ("ack", &ack.receiver_report, &holder_report_key),
+    ] {
+        assert_eq!(bytes[384..416], report_key_id.0, "{what}: KEYID");
+        let mac = dc_tee::mac::cmac_aes128(&dc_tee::Key128::new(*key), &bytes[..384]);
+        assert_eq!(mac[..], bytes[416..432], "{what}: MAC");
+    }
 
     let v = json!({
+        "platform": {
+            "root_secret_hex": hex::encode([0x42; 32]),
+            "cpusvn_hex": hex::encode([1; 16]),
+            "report_keyid_hex": hex::encode(report_key_id.0),
+        },
+        "holder_report_key_hex": hex::encode(holder_report_key),
+        "receiver_report_key_hex": hex::encode(receiver_report_key),
+        "holder_min_node_version": "1.0.0",
+        "released_to": {
+            "mr_enclave": destination.mr_enclave.to_string(),
+            "version": destination.version.to_string(),
+            "isv_svn": destination.isv_svn,
+        },
         "holder_mrenclave": node.mr_enclave.to_string(),
         "receiver_mrenclave": agent.mr_enclave.to_string(),
         "holder_time_ms_at_hello": now,
         "challenge_ttl_ms": 30_000,
         "keyring_encoding_hex": hex::encode(released.encode().as_slice()),
         "keyring_fingerprint_hex": hex::encode(ring.fingerprint()),
+        "receiver_hpke_ikm_hex": hex::encode(ikm),
         "receiver_hpke_secret_key_hex": hex::encode(sk.to_bytes()),
+        "holder_hpke_ephemeral_ikm_hex": hex::encode(eph_ikm),
+        "holder_hpke_ephemeral_secret_key_hex": hex::encode(eph_sk.to_bytes()),
         "receiver_hpke_public_key_hex": hex::encode(pk.to_bytes()),
         "hpke_info_hex": hex::encode(transcript::hpke_info(&t2)),
         "t1_hex": hex::encode(t1.0),
