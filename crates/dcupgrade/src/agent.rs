@@ -1,20 +1,15 @@
-//! The orchestrator: the journaled upgrade state machine of DESIGN §7.
+//! The agent's driver: the I/O around the orchestrator core (`dc_orchestrator::core`).
 //!
-//! ```text
-//! Idle → Candidate → Downloaded → KeysAcquired → OldStopped → NewLaunched → KeysDelivered
-//!      → Healthy → (commit) Idle;      any failure after OldStopped → RollingBack → Idle
-//! ```
-//! Every phase is written to the journal before the action it names; if the journal cannot
-//! be written, the action is not taken. Before `OldStopped` nothing has touched the running
-//! node, so a failure (or a crash) simply abandons the release, with backoff. From
-//! `OldStopped` on, a failure — or a restart of the agent — rolls back: the new node is
-//! stopped and the old one relaunched; it unseals its own keyring, which nothing overwrote.
-//! Only `Healthy` (the new node proved its identity, keyring and the old data) is committed
-//! after a restart.
+//! Every upgrade decision — which release, write-ahead journaling, abandon or roll back,
+//! confirmed stops, recovery after a restart, commit and floors — is the core's. This module
+//! carries out the one action the core asks for at a time (journal writes, downloads, the two
+//! handovers, process control, the health check) and feeds the outcome back. It also
+//! supervises the node, follows the release sources, passes revocations to the node and
+//! serves the status.
 //!
-//! Both handovers are pinned: keys are taken only from the installed node's MRENCLAVE and
-//! given only to the MRENCLAVE this agent verified for the release (committee signature and
-//! bundle measurement), and never to a revoked one.
+//! Keys are taken only from a committee-signed node release that is the installed one, for a
+//! destination that node checks itself, and given only to the MRENCLAVE this agent verified
+//! for the release (committee evidence and bundle measurement), never to a revoked one.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -37,7 +32,9 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::download::Downloader;
-use crate::journal::{Failure, Journal, Phase, Release, State, Upgrade};
+use crate::journal::{Journal, Phase, Release, State};
+use dc_orchestrator::core::{Action, Event, Offer, Orchestrator, Outcome, Policy, StepError};
+use dc_orchestrator::{Taken, Verified};
 use crate::launcher::{Launcher, NodeProcess};
 use crate::source::{evaluate_chain, Candidate};
 
@@ -165,6 +162,28 @@ impl Authorizer for CommitteeNode {
     }
 }
 
+/// What an upgrade carries between the core's actions that is not journaled: the release's
+/// download details, its evidence, and the keys in transit.
+#[derive(Default)]
+struct Transit {
+    candidate: Option<Candidate>,
+    evidence: Vec<u8>,
+    ring: Option<Keyring>,
+}
+
+fn offer_of(c: &Candidate) -> Offer {
+    Offer {
+        version: c.version,
+        mr_enclave: c.mr_enclave.to_string(),
+        isv_svn: c.isv_svn,
+        source: c.source.clone(),
+    }
+}
+
+fn retry_backoff_ms(d: &Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 pub struct Agent {
     /// Exclusive lock on the state directory: one agent per state directory.
     _lock: std::fs::File,
@@ -174,7 +193,8 @@ pub struct Agent {
     allow_debug: bool,
     evidence: Vec<u8>,
     journal: Journal,
-    state: State,
+    /// Every upgrade decision, and the state the journal persists.
+    core: Orchestrator,
     launcher: Arc<dyn Launcher>,
     node: Option<NodeProcess>,
     /// The node printed its readiness line (it serves).
@@ -248,13 +268,6 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io(dir.display()))
-}
-
-fn phase_name(p: Phase) -> String {
-    serde_json::to_value(p)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default()
 }
 
 impl Agent {
@@ -338,6 +351,7 @@ impl Agent {
             .timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| setup(e.to_string()))?;
+        let cfg_backoff = cfg.retry_backoff;
         let mut agent = Self {
             _lock: lock,
             cfg,
@@ -346,7 +360,12 @@ impl Agent {
             allow_debug,
             evidence,
             journal,
-            state,
+            core: Orchestrator::new(
+                state,
+                Policy {
+                    retry_backoff_ms: retry_backoff_ms(&cfg_backoff),
+                },
+            ),
             launcher,
             node: None,
             node_ready: false,
@@ -406,7 +425,7 @@ impl Agent {
 
     /// Writes the journal. An error means the next side effect must not happen.
     fn save(&mut self) -> Result<(), String> {
-        let r = self.journal.save(&self.state).map_err(|e| e.to_string());
+        let r = self.journal.save(self.core.state()).map_err(|e| e.to_string());
         if let Err(e) = &r {
             error!("{e}");
             self.set_error(format!(
@@ -424,7 +443,7 @@ impl Agent {
             .status
             .write()
             .unwrap_or_else(|p| p.into_inner());
-        st.state = Some(self.state.clone());
+        st.state = Some(self.core.state().clone());
         st.node_running = running;
     }
 
@@ -447,48 +466,12 @@ impl Agent {
 
     /// Every EnclaveID the committee revoked, as far as this agent has seen.
     fn revoked(&self) -> Vec<Measurement> {
-        self.state
+        self.core
+            .state()
             .revoked
             .iter()
             .filter_map(|m| Measurement::from_hex(m).ok())
             .collect()
-    }
-
-    /// Records the phase durably; the caller acts only on `Ok`.
-    fn enter(&mut self, phase: Phase, note: impl Into<String>) -> Result<(), String> {
-        let name = phase_name(phase);
-        crate::crash::point(&format!("before:{name}"));
-        self.state.phase = phase;
-        self.state.mark(&name, now_ms(), note);
-        self.save()?;
-        crate::crash::point(&format!("after:{name}"));
-        Ok(())
-    }
-
-    /// Brings the journal back to a safe state after a restart.
-    pub async fn recover(&mut self) {
-        match self.state.phase {
-            Phase::Idle => {}
-            Phase::Healthy => {
-                info!("resuming: the new node was verified healthy before the restart; committing");
-                self.commit();
-            }
-            p if p.old_node_may_be_stopped() => {
-                warn!(
-                    ?p,
-                    "resuming an interrupted upgrade after the old node was stopped: rolling back"
-                );
-                self.rollback("the agent restarted during the upgrade".into())
-                    .await;
-            }
-            p => {
-                warn!(
-                    ?p,
-                    "abandoning an upgrade interrupted before the old node was touched"
-                );
-                self.give_up("the agent restarted during the upgrade".into());
-            }
-        }
     }
 
     fn node_args(&self, release: &Release, upgrader: bool) -> Vec<String> {
@@ -576,7 +559,7 @@ impl Agent {
     pub async fn start_current(&mut self) -> Result<(), String> {
         // A new node process: it confirms the revocations again.
         self.runtime.pushed.clear();
-        let current = self.state.current.clone();
+        let current = self.core.state().current.clone();
         self.start_node(&current, false).await?;
         let deadline = self.cfg.node_ready_deadline;
         self.node
@@ -604,10 +587,10 @@ impl Agent {
             }
             // Keep `/v1/status` true to the node's process, not only to transitions.
             self.publish_status();
-            if self.state.phase == Phase::RollingBack {
+            if self.core.state().phase == Phase::RollingBack {
                 // A rollback halted because the new node's exit was not confirmed.
-                self.rollback("resuming the halted rollback".into()).await;
-                if self.state.phase == Phase::RollingBack {
+                self.drive(Event::Tick, None).await;
+                if self.core.state().phase == Phase::RollingBack {
                     tokio::select! {
                         _ = tokio::time::sleep(self.cfg.poll) => {}
                         _ = shutdown.changed() => {}
@@ -636,7 +619,7 @@ impl Agent {
                 }
             }
             self.apply_pause_request();
-            if !self.state.paused && self.state.phase == Phase::Idle {
+            if !self.core.state().paused && self.core.is_idle() {
                 let candidate = self.next_candidate();
                 // Revocations reach the running node at once, not only at the next upgrade.
                 self.push_revocations().await;
@@ -711,8 +694,7 @@ impl Agent {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         if let Some(p) = req {
-            if p != self.state.paused {
-                self.state.paused = p;
+            if self.core.set_paused(p) {
                 info!(paused = p, "operator request");
                 let _ = self.save();
             }
@@ -738,11 +720,13 @@ impl Agent {
                         .revoked
                         .iter()
                         .map(|(m, _)| m.to_string())
-                        .filter(|m| !self.state.revoked.contains(m))
+                        .filter(|m| !self.core.state().revoked.contains(m))
                         .collect();
                     if !new.is_empty() {
                         warn!(?new, "committee revocations");
-                        self.state.revoked.extend(new);
+                        for m in &new {
+                            self.core.note_revoked(m);
+                        }
                         let _ = self.save();
                     }
                     for v in scan.valid {
@@ -781,43 +765,18 @@ impl Agent {
         out
     }
 
-    /// The highest release above the current one, not revoked, not lower than anything ever
-    /// trusted, and not in backoff.
+    /// The release the core picks among those offered (refusals are reported).
     fn next_candidate(&mut self) -> Option<Candidate> {
-        let mut offered = self.offered();
-        offered.sort_by_key(|c| std::cmp::Reverse(c.version));
-        let current: Version = self.state.current.version.parse().ok()?;
-        let highest: Version = self.state.highest_trusted.parse().unwrap_or(current);
-        let now = now_ms();
-        let mut pick = None;
-        for c in offered {
-            if self.state.revoked.contains(&c.mr_enclave.to_string()) {
-                self.report(format!(
-                    "release {} ({}) refused: revoked by the committee",
-                    c.version, c.mr_enclave
-                ));
-                continue;
-            }
-            if c.version < highest || c.isv_svn.is_some_and(|s| s < self.state.highest_isv_svn) {
-                self.report(format!(
-                    "release {} ({}) from {} refused: lower than the highest version ever trusted ({highest}, ISVSVN {}); keys never go to a lower version",
-                    c.version, c.mr_enclave, c.source, self.state.highest_isv_svn
-                ));
-                continue;
-            }
-            if c.version <= current || pick.is_some() {
-                continue;
-            }
-            let backing_off = self
-                .state
-                .failed
-                .get(&c.mr_enclave.to_string())
-                .is_some_and(|f| now < f.retry_after_ms);
-            if !backing_off {
-                pick = Some(c);
-            }
+        let offered = self.offered();
+        let offers: Vec<Offer> = offered.iter().map(offer_of).collect();
+        let sel = self.core.select(&offers, now_ms());
+        for r in sel.refused {
+            self.report(r);
         }
-        pick
+        let pick = sel.pick?;
+        offered
+            .into_iter()
+            .find(|c| c.mr_enclave.to_string() == pick.mr_enclave && c.version == pick.version)
     }
 
     /// Records a refusal once (status and log), never acting on it.
@@ -837,91 +796,223 @@ impl Agent {
         }
     }
 
+    /// Carries out the orchestrator core's actions, feeding each outcome back, until the
+    /// core is idle again. All decisions are the core's; this only does the I/O.
+    async fn drive(&mut self, first: Event, candidate: Option<Candidate>) {
+        let mut transit = Transit {
+            candidate,
+            ..Transit::default()
+        };
+        let mut event = first;
+        loop {
+            let action = match self.core.handle(event, now_ms()) {
+                Ok(a) => a,
+                Err(e) => {
+                    error!("orchestrator: {e}");
+                    return;
+                }
+            };
+            event = match action {
+                Action::Idle => return,
+                Action::Finished(outcome) => return self.finished(outcome),
+                Action::Persist => Event::Persisted(self.persist()),
+                Action::Download(_) => self.download(&mut transit).await,
+                Action::TakeKeys => self.take_keys(&mut transit).await,
+                Action::StopNode => {
+                    let old = self.core.state().phase == Phase::OldStopped;
+                    let confirmed = self.stop_node().await;
+                    if old && confirmed {
+                        crate::crash::point("after-effect:old-node-stopped");
+                    }
+                    Event::Stopped { confirmed }
+                }
+                Action::LaunchNew => Event::Delivered(self.launch_and_deliver(&mut transit).await),
+                Action::AwaitReady => {
+                    let deadline = self.cfg.node_ready_deadline;
+                    let r = match self.node.as_mut() {
+                        Some(n) => n.wait_ready(deadline).await.map_err(|e| e.to_string()),
+                        None => Err("the new node is gone".into()),
+                    };
+                    if r.is_ok() {
+                        self.node_ready = true;
+                        self.publish_status();
+                        crate::crash::point("after-effect:new-node-ready");
+                    }
+                    Event::Ready(r.map_err(StepError::NotReady))
+                }
+                Action::CheckHealth => {
+                    let r = self.check_health().await;
+                    if r.is_ok() {
+                        crate::crash::point("after-effect:health-checked");
+                    }
+                    Event::Health(r.map_err(StepError::Health))
+                }
+                Action::StartCurrent => match self.start_current().await {
+                    Ok(()) => {
+                        info!("rolled back: the previous node serves again");
+                        Event::Started(Ok(()))
+                    }
+                    Err(e) => {
+                        error!("the previous node does not start after rollback: {e}; retrying");
+                        self.node = None;
+                        Event::Started(Err(StepError::Launch(e)))
+                    }
+                },
+            };
+        }
+    }
+
+    /// Writes the core's state to the journal (the crash points around it are where a
+    /// `kill -9` between a phase and its side effect lands).
+    fn persist(&mut self) -> Result<(), String> {
+        let name = Orchestrator::phase_name(self.core.state().phase);
+        crate::crash::point(&format!("before:{name}"));
+        self.save()?;
+        crate::crash::point(&format!("after:{name}"));
+        Ok(())
+    }
+
+    fn finished(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Committed { version } => {
+                info!(%version, "upgrade committed");
+                self.shared
+                    .status
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .last_error = None;
+            }
+            Outcome::Abandoned(StepError::NodeExitedDuringDownload) => {
+                warn!("{}", StepError::NodeExitedDuringDownload)
+            }
+            Outcome::Abandoned(e) => {
+                error!("{e}");
+                self.set_error(e.to_string());
+            }
+            Outcome::RolledBack(e) => {
+                error!("{e}; rolled back");
+                self.set_error(e.to_string());
+            }
+            Outcome::RollbackHalted(e) => {
+                let msg = format!(
+                    "{e}; rollback halted: the new node's exit could not be confirmed, so the previous node was not started beside it. Stop the node process by hand; the agent retries the rollback"
+                );
+                error!("{msg}");
+                self.set_error(msg);
+            }
+            Outcome::Nothing => {}
+        }
+        self.publish_status();
+    }
+
+    /// Brings the journal back to a safe state after a restart.
+    pub async fn recover(&mut self) {
+        match self.core.state().phase {
+            Phase::Idle => {}
+            Phase::Healthy => {
+                info!("resuming: the new node was verified healthy before the restart; committing")
+            }
+            p if p.old_node_may_be_stopped() => warn!(
+                ?p,
+                "resuming an interrupted upgrade after the old node was stopped: rolling back"
+            ),
+            p => warn!(
+                ?p,
+                "abandoning an upgrade interrupted before the old node was touched"
+            ),
+        }
+        self.drive(Event::Start, None).await;
+    }
+
     /// One whole upgrade to `c`.
     pub async fn upgrade(&mut self, c: Candidate) {
         info!(version = %c.version, mrenclave = %c.mr_enclave, source = %c.source, "new release");
-        self.state.timeline.clear();
-        self.state.upgrade = Some(Upgrade {
-            target_version: c.version.to_string(),
-            target_mr_enclave: c.mr_enclave.to_string(),
-            target: None,
-            keyring_fingerprint: None,
-            probe_sha256: None,
-            started_at_ms: now_ms(),
-            source: c.source.clone(),
-            target_isv_svn: None,
-        });
-        if let Err(e) = self.enter(
-            Phase::Candidate,
-            format!("{} {} from {}", c.version, c.mr_enclave, c.source),
-        ) {
-            return self.give_up(e);
-        }
+        let offer = offer_of(&c);
+        self.drive(Event::Begin(offer), Some(c)).await;
+    }
 
-        let (target, isv_svn, target_evidence) = match self.fetch_and_verify(&c).await {
-            Ok(t) => t,
+    async fn download(&mut self, t: &mut Transit) -> Event {
+        let Some(c) = t.candidate.clone() else {
+            return Event::Downloaded(Err(StepError::Refused {
+                version: String::new(),
+                reason: "no candidate to download".into(),
+            }));
+        };
+        match self.fetch_and_verify(&c).await {
+            Ok((target, isv_svn, evidence)) => {
+                crate::crash::point("after-effect:download");
+                t.evidence = evidence;
+                Event::Downloaded(Ok(Verified { target, isv_svn }))
+            }
             Err(e) if e == NODE_EXITED_DURING_DOWNLOAD => {
-                // Not the release's fault: no backoff; the loop restarts the node and retries.
-                warn!("{e}");
-                self.state.upgrade = None;
-                let _ = self.enter(Phase::Idle, e);
-                return;
+                Event::Downloaded(Err(StepError::NodeExitedDuringDownload))
             }
-            Err(e) => return self.give_up(format!("release {} refused: {e}", c.version)),
-        };
-        crate::crash::point("after-effect:download");
-        self.upgrade_mut().target = Some(target.clone());
-        self.upgrade_mut().target_isv_svn = Some(isv_svn);
-        if let Err(e) = self.enter(
-            Phase::Downloaded,
-            format!("digest and measurement verified (ISVSVN {isv_svn})"),
-        ) {
-            return self.give_up(e);
+            Err(reason) => Event::Downloaded(Err(StepError::Refused {
+                version: c.version.to_string(),
+                reason,
+            })),
         }
+    }
 
-        let destination = Destination {
-            mr_enclave: c.mr_enclave,
-            version: c.version,
-            isv_svn,
+    async fn take_keys(&mut self, t: &mut Transit) -> Event {
+        let Some(u) = self.core.state().upgrade.clone() else {
+            return Event::KeysTaken(Err(StepError::TakeKeys("no upgrade in progress".into())));
         };
-        let (ring, probe) = match self.acquire_keys(&target_evidence, destination).await {
-            Ok(x) => x,
-            Err(e) => {
-                return self.give_up(format!("taking the keys from the running node failed: {e}"))
+        let destination = match (
+            Measurement::from_hex(&u.target_mr_enclave),
+            u.target_version.parse::<Version>(),
+            u.target_isv_svn,
+        ) {
+            (Ok(mr_enclave), Ok(version), Some(isv_svn)) => Destination {
+                mr_enclave,
+                version,
+                isv_svn,
+            },
+            _ => {
+                return Event::KeysTaken(Err(StepError::TakeKeys(
+                    "the journaled target is incomplete".into(),
+                )))
             }
         };
-        crate::crash::point("after-effect:keys-acknowledged");
-        let fp = hex::encode(ring.fingerprint());
-        self.upgrade_mut().keyring_fingerprint = Some(fp.clone());
-        self.upgrade_mut().probe_sha256 = Some(probe.clone());
-        if let Err(e) = self.enter(
-            Phase::KeysAcquired,
-            format!("keyring {} sealed in the agent", &fp[..16]),
-        ) {
-            return self.give_up(e);
+        let evidence = std::mem::take(&mut t.evidence);
+        match self.acquire_keys(&evidence, destination).await {
+            Ok((ring, probe)) => {
+                crate::crash::point("after-effect:keys-acknowledged");
+                let taken = Taken {
+                    fingerprint: hex::encode(ring.fingerprint()),
+                    probe_sha256: probe,
+                };
+                t.ring = Some(ring);
+                Event::KeysTaken(Ok(taken))
+            }
+            Err(e) => Event::KeysTaken(Err(StepError::TakeKeys(e))),
         }
+    }
 
-        // Write-ahead: if this cannot be recorded, the old node is not touched.
-        if let Err(e) = self.enter(Phase::OldStopped, "stopping the old node") {
-            return self.give_up(e);
-        }
-        if !self.stop_node().await {
-            // The old node may still serve: never start the new one beside it.
-            return self.give_up(
-                "the old node did not confirm its exit; the new one was not started".into(),
-            );
-        }
-        crate::crash::point("after-effect:old-node-stopped");
-        self.state.mark("old_node_exited", now_ms(), "");
-
-        if let Err(e) = self.enter(Phase::NewLaunched, "") {
-            return self.rollback(e).await;
-        }
-        let mut deliveries = self.arm_handover(ring, &c);
+    /// Serves the keys to the verified target only, launches it, and waits for its attested
+    /// acknowledgement (or its exit, or the deadline).
+    async fn launch_and_deliver(&mut self, t: &mut Transit) -> Result<String, StepError> {
+        let target = self
+            .core
+            .state()
+            .upgrade
+            .as_ref()
+            .and_then(|u| u.target.clone())
+            .ok_or_else(|| StepError::Launch("no verified target".into()))?;
+        let ring = t
+            .ring
+            .take()
+            .ok_or_else(|| StepError::Launch("no keys in transit".into()))?;
+        let version: Version = target
+            .version
+            .parse()
+            .map_err(|e: String| StepError::Launch(e))?;
+        let mre = Measurement::from_hex(&target.mr_enclave)
+            .map_err(|e| StepError::Launch(e.to_string()))?;
+        let mut deliveries = self.arm_handover(ring, version, mre);
         if let Err(e) = self.start_node(&target, true).await {
-            return self
-                .rollback(format!("launching the new node failed: {e}"))
-                .await;
+            self.disarm_handover();
+            return Err(StepError::Launch(e));
         }
         crate::crash::point("after-effect:new-node-launched");
         let delivered = tokio::select! {
@@ -937,7 +1028,7 @@ impl Agent {
                 .unwrap_or_else(|p| p.into_inner())
                 .take();
             let exited = self.node.as_mut().and_then(|n| n.exited());
-            let reason = match (why, exited) {
+            return Err(StepError::Delivery(match (why, exited) {
                 (Some(why), _) => format!("the agent refused the new node the keys: {why}"),
                 (None, Some(code)) => format!(
                     "the new node exited ({code}) before taking the keys; it refused them or crashed (see its log)"
@@ -946,146 +1037,23 @@ impl Agent {
                     "the new node did not take the keys within {:?}",
                     self.cfg.handover_deadline
                 ),
-            };
-            return self.rollback(reason).await;
+            }));
         };
         crate::crash::point("after-effect:keys-delivered");
-        if let Err(e) = self.enter(
-            Phase::KeysDelivered,
-            format!("attested receiver {receiver}"),
-        ) {
-            return self.rollback(e).await;
-        }
-
-        let deadline = self.cfg.node_ready_deadline;
-        if let Err(e) = self
-            .node
-            .as_mut()
-            .expect("launched")
-            .wait_ready(deadline)
-            .await
-        {
-            return self
-                .rollback(format!("the new node did not become ready: {e}"))
-                .await;
-        }
-        self.node_ready = true;
-        crate::crash::point("after-effect:new-node-ready");
-        self.state.mark("new_node_serving", now_ms(), "");
-        if let Err(e) = self.health_check(&target, &fp, &probe).await {
-            return self.rollback(format!("health check failed: {e}")).await;
-        }
-        crate::crash::point("after-effect:health-checked");
-        if let Err(e) = self.enter(Phase::Healthy, "identity, keyring and old data verified") {
-            return self.rollback(e).await;
-        }
-        self.commit();
+        Ok(receiver.to_string())
     }
 
-    fn upgrade_mut(&mut self) -> &mut Upgrade {
-        self.state
+    async fn check_health(&self) -> Result<(), String> {
+        let u = self
+            .core
+            .state()
             .upgrade
-            .as_mut()
-            .expect("an upgrade is in progress")
-    }
-
-    fn commit(&mut self) {
-        let Some(target) = self.state.upgrade.as_ref().and_then(|u| u.target.clone()) else {
-            error!("commit without a verified target; back to idle");
-            self.state.phase = Phase::Idle;
-            self.state.upgrade = None;
-            let _ = self.save();
-            return;
-        };
-        let newer = match (
-            target.version.parse::<Version>(),
-            self.state.highest_trusted.parse::<Version>(),
-        ) {
-            (Ok(t), Ok(h)) => t > h,
-            _ => true,
-        };
-        if newer {
-            self.state.highest_trusted = target.version.clone();
-        }
-        if let Some(svn) = self.state.upgrade.as_ref().and_then(|u| u.target_isv_svn) {
-            self.state.highest_isv_svn = self.state.highest_isv_svn.max(svn);
-        }
-        self.state.failed.remove(&target.mr_enclave);
-        info!(version = %target.version, "upgrade committed");
-        self.state.current = target;
-        self.state.upgrades_completed += 1;
-        self.state.upgrade = None;
-        let _ = self.enter(Phase::Idle, "committed");
-        self.shared
-            .status
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .last_error = None;
-    }
-
-    /// Abandons the release before the old node was touched, with backoff.
-    fn give_up(&mut self, reason: String) {
-        error!("{reason}");
-        self.record_failure(&reason);
-        self.state.upgrade = None;
-        let _ = self.enter(Phase::Idle, reason.clone());
-        self.set_error(reason);
-    }
-
-    fn record_failure(&mut self, reason: &str) {
-        let Some(u) = &self.state.upgrade else { return };
-        let (mre, version) = (u.target_mr_enclave.clone(), u.target_version.clone());
-        let attempts = self.state.failed.get(&mre).map_or(0, |f| f.attempts) + 1;
-        let backoff = self
-            .cfg
-            .retry_backoff
-            .saturating_mul(1 << attempts.min(10))
-            .min(Duration::from_secs(24 * 3600));
-        self.state.failed.insert(
-            mre,
-            Failure {
-                version,
-                attempts,
-                retry_after_ms: now_ms() + backoff.as_millis() as u64,
-                reason: reason.into(),
-            },
-        );
-    }
-
-    /// Stops the new node, relaunches the old one, records the failure.
-    async fn rollback(&mut self, reason: String) {
-        error!("{reason}; rolling back");
-        self.record_failure(&reason);
-        let _ = self.enter(Phase::RollingBack, reason.clone());
-        self.disarm_handover();
-        // The old node is never started beside a new one that may still run.
-        let mut confirmed = self.stop_node().await;
-        for attempt in 1..3 {
-            if confirmed {
-                break;
-            }
-            warn!(attempt, "the new node's exit is not confirmed; stopping it again");
-            confirmed = self.stop_node().await;
-        }
-        if !confirmed {
-            let msg = format!(
-                "{reason}; rollback halted: the new node's exit could not be confirmed, so the previous node was not started beside it. Stop the node process by hand; the agent retries the rollback"
-            );
-            error!("{msg}");
-            self.set_error(msg);
-            // Stays in RollingBack: the main loop retries until the exit is confirmed.
-            return;
-        }
-        match self.start_current().await {
-            Ok(()) => info!("rolled back: the previous node serves again"),
-            Err(e) => {
-                error!("the previous node does not start after rollback: {e}; retrying");
-                self.node = None;
-            }
-        }
-        self.state.upgrade = None;
-        let _ = self.enter(Phase::Idle, "rolled back");
-        self.set_error(reason);
+            .clone()
+            .ok_or("no upgrade in progress")?;
+        let target = u.target.ok_or("no verified target")?;
+        let fp = u.keyring_fingerprint.ok_or("no keyring fingerprint")?;
+        let probe = u.probe_sha256.ok_or("no probe")?;
+        self.health_check(&target, &fp, &probe).await
     }
 
     /// Downloads and unpacks the artifact and checks the bundle against the candidate: the
@@ -1183,10 +1151,10 @@ impl Agent {
                 bundle.mr_enclave
             ));
         }
-        if bundle.manifest.isv_svn < self.state.highest_isv_svn {
+        if bundle.manifest.isv_svn < self.core.state().highest_isv_svn {
             return Err(format!(
                 "ISVSVN {} is lower than the highest ever trusted ({})",
-                bundle.manifest.isv_svn, self.state.highest_isv_svn
+                bundle.manifest.isv_svn, self.core.state().highest_isv_svn
             ));
         }
         let evidence = match &c.record_json {
@@ -1259,7 +1227,7 @@ impl Agent {
             committee: CommitteeAuthorizer::new(self.committee.clone())
                 .with_products(PRODUCT, "dcupgrade")
                 .with_revoked(self.revoked()),
-            expected: Measurement::from_hex(&self.state.current.mr_enclave)
+            expected: Measurement::from_hex(&self.core.state().current.mr_enclave)
                 .map_err(|e| e.to_string())?,
         };
         let keys_dir = self.cfg.state_dir.join("keys");
@@ -1291,22 +1259,23 @@ impl Agent {
     fn arm_handover(
         &mut self,
         ring: Keyring,
-        c: &Candidate,
+        version: Version,
+        mr_enclave: Measurement,
     ) -> mpsc::UnboundedReceiver<Measurement> {
         let (tx, rx) = mpsc::unbounded_channel();
         let holder = Holder::new(
             &*self.tee,
             HolderConfig {
                 allow_debug_peers: self.allow_debug,
-                min_node_version: c.version,
+                min_node_version: version,
                 allow_upgrader: false,
                 challenge_ttl_ms: 30_000,
                 max_pending: 4,
                 authorization: self.evidence.clone(),
             },
             Pinned {
-                expected: c.mr_enclave,
-                role: PeerRole::Node(c.version),
+                expected: mr_enclave,
+                role: PeerRole::Node(version),
                 revoked: self.revoked(),
             },
         );
