@@ -8,9 +8,10 @@
 //! - [`platform`]: EREPORT/EGETKEY as pure functions.
 //! - [`state`]: the root secret and CPUSVN on disk.
 //! - [`server`]: `dctee-sim serve` — launches enclaves and serves their channels.
-//! - [`control`]: the launch protocol and its client (`dctee-sim launch`).
+//! - [`launch`]: the client of `dctee-sim launch` (the control protocol's messages are
+//!   [`dc_tee::sim::control`], shared with the agent's launch broker).
 
-pub mod control;
+pub mod launch;
 pub mod platform;
 pub mod server;
 pub mod state;

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use dc_bundle::{Bundle, SignerKey, TrustRoots};
+use dc_tee::sim::control::LaunchRequest;
 use dc_tee::CpuSvn;
-use dc_tee_sim::control::{run_launch, LaunchRequest};
+use dc_tee_sim::launch::run_launch;
 use dc_tee_sim::server::{identity_of, Server};
 use dc_tee_sim::state::StateDir;
 

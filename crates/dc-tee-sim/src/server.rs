@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use dc_bundle::{Bundle, BundleKind};
 use dc_tee::sgx::{ConfigId, EgetkeyError};
+use dc_tee::sim::control::{Event, LaunchRequest, MAX_CONTROL_FRAME};
 use dc_tee::sim::{wire, CHANNEL_FD_ENV};
 use dc_tee::{CpuSvn, EnclaveIdentity, KeyId, KeyRequest, ReportData, TargetInfo};
 
-use crate::control::{pump, Event, LaunchRequest, MAX_CONTROL_FRAME};
 use crate::platform::Platform;
 use crate::state::{StateDir, StateError};
 
@@ -446,6 +446,21 @@ pub fn handle_request(
         _ => Err(refusal(&format!("unknown operation {op}"))),
     };
     result.unwrap_or_else(|e| e)
+}
+
+/// Reads everything from `r` in chunks, calling `f` for each.
+fn pump(mut r: impl Read, mut f: impl FnMut(&[u8]) -> bool) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if !f(&buf[..n]) {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

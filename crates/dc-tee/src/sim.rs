@@ -3,7 +3,8 @@
 //!
 //! The platform, not the enclave, decides which identity answers on a channel: it measured
 //! the bundle before starting the process and serves EREPORT/EGETKEY for that identity only.
-//! The wire format is in [`wire`].
+//! The wire format is in [`wire`]; the platform's control protocol (launch requests and
+//! their events) in [`control`].
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -13,6 +14,8 @@ use std::time::Duration;
 
 use crate::sgx::{EgetkeyError, KeyRequest, Report, ReportData, TargetInfo};
 use crate::{Key128, Tee, TeeError};
+
+pub mod control;
 
 /// Environment variable through which the platform names the inherited channel's fd.
 pub const CHANNEL_FD_ENV: &str = "DCTEE_SIM_FD";

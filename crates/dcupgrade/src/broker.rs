@@ -3,9 +3,10 @@
 //! Inside a Gramine enclave the agent cannot start a host `gramine-sgx` (`execve` is emulated
 //! inside the enclave, Unix sockets are enclave-internal). The broker runs on the host — as
 //! untrusted as every launcher — and starts nodes for the agent, which reaches it over
-//! loopback TCP. It speaks the launch protocol of `dctee-sim launch`
-//! ([`dc_tee_sim::control`]): one launch request, then `Started`, the node's output, and
-//! `Exited`; when the agent closes its side, the node is stopped (SIGTERM, then SIGKILL).
+//! loopback TCP ([`crate::launcher::BrokerLauncher`]). It speaks the launch protocol of
+//! `dctee-sim launch` ([`dc_tee::sim::control`], in [`crate::control_frames`]): one launch
+//! request, then `Started`, the node's output, and `Exited`; when the agent closes its side,
+//! the node is stopped (SIGTERM, then SIGKILL).
 //!
 //! Nothing the broker does is trusted: the node is an enclave whose identity the CPU measures,
 //! and keys reach it only by attested handover. The broker still refuses bundles outside its
@@ -16,41 +17,14 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use dc_tee_sim::control::{Event, LaunchRequest, MAX_CONTROL_FRAME};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use dc_tee::sim::control::{Event, LaunchRequest, MAX_CONTROL_FRAME};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::Command;
 use tracing::{info, warn};
 
-pub async fn write_frame(w: &mut (impl AsyncWrite + Unpin), body: &[u8]) -> std::io::Result<()> {
-    let len = u32::try_from(body.len()).map_err(|_| std::io::Error::other("frame too large"))?;
-    w.write_all(&[&len.to_le_bytes()[..], body].concat())
-        .await?;
-    w.flush().await
-}
-
-/// `Ok(None)` on a clean end of stream.
-pub async fn read_frame(
-    r: &mut (impl AsyncRead + Unpin),
-    max: usize,
-) -> std::io::Result<Option<Vec<u8>>> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let len = u32::from_le_bytes(len) as usize;
-    if len > max {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("{len}-byte frame over the {max}-byte limit"),
-        ));
-    }
-    let mut b = vec![0u8; len];
-    r.read_exact(&mut b).await?;
-    Ok(Some(b))
-}
+use crate::control_frames::{read_frame, write_frame};
+use crate::launcher::gramine_app;
 
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
@@ -142,11 +116,8 @@ async fn handle(cfg: &BrokerConfig, conn: TcpStream) -> Result<(), String> {
             return Err(e);
         }
     };
-    let launcher = crate::launcher::GramineLauncher {
-        gramine_bin: cfg.gramine_bin.clone(),
-    };
-    let app = crate::launcher::gramine_app(&bundle).map_err(|e| e.to_string())?;
-    let mut child = Command::new(&launcher.gramine_bin)
+    let app = gramine_app(&bundle).map_err(|e| e.to_string())?;
+    let mut child = Command::new(&cfg.gramine_bin)
         .arg(&app)
         .args(&req.args)
         .current_dir(&bundle)
@@ -156,7 +127,7 @@ async fn handle(cfg: &BrokerConfig, conn: TcpStream) -> Result<(), String> {
         .kill_on_drop(true)
         .process_group(0)
         .spawn()
-        .map_err(|e| format!("starting {}: {e}", launcher.gramine_bin.display()))?;
+        .map_err(|e| format!("starting {}: {e}", cfg.gramine_bin.display()))?;
     let pid = child
         .id()
         .ok_or("the node exited before it could be tracked")?;

@@ -138,7 +138,7 @@ impl Launcher for BrokerLauncher {
         };
         let mut conn = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_secs(3))
             .map_err(spawn_err)?;
-        let req = dc_tee_sim::control::LaunchRequest {
+        let req = dc_tee::sim::control::LaunchRequest {
             bundle: bundle.display().to_string(),
             cwd: bundle.display().to_string(),
             args: args.to_vec(),
@@ -197,14 +197,14 @@ impl NodeProcess {
 
     /// A node behind the launch broker: reads its events from `conn`.
     pub fn remote(conn: tokio::net::TcpStream) -> Self {
-        use dc_tee_sim::control::{Event, MAX_CONTROL_FRAME};
+        use dc_tee::sim::control::{Event, MAX_CONTROL_FRAME};
         let (mut rd, wr) = conn.into_split();
         let (ready_tx, ready_rx) = watch::channel(false);
         let (exit_tx, exit_rx) = watch::channel(None);
         tokio::spawn(async move {
             let mut pending = String::new();
             let code = loop {
-                match crate::broker::read_frame(&mut rd, MAX_CONTROL_FRAME).await {
+                match crate::control_frames::read_frame(&mut rd, MAX_CONTROL_FRAME).await {
                     Ok(Some(f)) => match Event::decode(&f) {
                         Ok(Event::Stdout(d)) => {
                             pending.push_str(&String::from_utf8_lossy(&d));
