@@ -31,11 +31,25 @@ pub const MAX_BACKOFF_MS: u64 = 24 * 3600 * 1000;
 /// Attempts to confirm a node's exit in one rollback before it halts (and is retried).
 pub const STOP_ATTEMPTS: u8 = 3;
 
+/// How the new node takes over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum SwitchMode {
+    /// The new node is launched as a standby and given the keys while the old one serves;
+    /// only then is the old one drained and stopped, and the standby takes the data
+    /// directory. A failure before the switch abandons the upgrade with no downtime.
+    #[default]
+    MakeBeforeBreak,
+    /// The old node is stopped before the new one is launched (the earlier behaviour, kept for
+    /// comparison and for platforms that cannot pass listening sockets).
+    BreakBeforeMake,
+}
+
 /// Settings of the core.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Policy {
     /// Backoff after a release's first failure; doubled per further failure.
     pub retry_backoff_ms: u64,
+    pub mode: SwitchMode,
 }
 
 /// A release a source offers, as far as the decisions need it.
@@ -110,6 +124,14 @@ pub enum Action {
     /// Launch the target with the agent as its upgrader and serve it the keys
     /// → [`Event::Delivered`].
     LaunchNew,
+    /// Make-before-break: launch the target as a standby beside the serving node (it takes
+    /// the keys and seals them, serves nothing) → [`Event::Delivered`].
+    LaunchStandby,
+    /// Stop the standby and confirm its exit → [`Event::Stopped`].
+    StopStandby,
+    /// Drain and stop the serving (old) node and confirm its exit; the standby then takes
+    /// the data directory and the listening socket → [`Event::Stopped`].
+    Switch,
     /// Wait until the new node serves → [`Event::Ready`].
     AwaitReady,
     /// Check the new node's identity, keyring and the probe → [`Event::Health`].
@@ -132,6 +154,9 @@ pub enum Outcome {
     /// A rollback could not confirm the new node's exit, so the old node was not started;
     /// it is retried at the next [`Event::Tick`].
     RollbackHalted(StepError),
+    /// Abandoning before the switch could not confirm the standby's exit; retried at the
+    /// next [`Event::Tick`] (the old node keeps serving).
+    StandbyStopHalted(StepError),
     /// Nothing was in progress.
     Nothing,
 }
@@ -181,6 +206,12 @@ pub enum Step {
     Delivering,
     AwaitingReady,
     CheckingHealth,
+    /// A rollback first stops a standby, if one runs (make-before-break)…
+    RollbackStoppingStandby {
+        attempt: u8,
+        reason: StepError,
+    },
+    /// …then the node.
     RollbackStopping {
         attempt: u8,
         reason: StepError,
@@ -191,6 +222,15 @@ pub enum Step {
     RollbackHalted {
         reason: StepError,
     },
+    LaunchingStandby,
+    StoppingStandby {
+        attempt: u8,
+        reason: StepError,
+    },
+    StandbyHalted {
+        reason: StepError,
+    },
+    SwitchingOver,
 }
 
 /// What follows a journal write.
@@ -200,6 +240,10 @@ pub enum Then {
     TakeKeys,
     EnterOldStopped,
     StopOld,
+    EnterStandby,
+    LaunchStandby,
+    EnterSwitching,
+    Switch,
     LaunchNew,
     AwaitReady,
     Commit,
@@ -233,6 +277,9 @@ fn phase_name(p: Phase) -> &'static str {
         Phase::KeysDelivered => "keys_delivered",
         Phase::Healthy => "healthy",
         Phase::RollingBack => "rolling_back",
+        Phase::StandbyLaunched => "standby_launched",
+        Phase::StandbyReady => "standby_ready",
+        Phase::Switching => "switching",
     }
 }
 
@@ -258,6 +305,14 @@ impl Orchestrator {
     /// Whether no upgrade is in progress (a new one may begin).
     pub fn is_idle(&self) -> bool {
         self.step == Step::Idle && self.state.phase == Phase::Idle
+    }
+
+    /// Whether a stop could not be confirmed and waits for [`Event::Tick`] to retry.
+    pub fn is_halted(&self) -> bool {
+        matches!(
+            self.step,
+            Step::RollbackHalted { .. } | Step::StandbyHalted { .. }
+        )
     }
 
     /// The journal name of a phase (`old_stopped`, …), as crash points and timelines use it.
@@ -347,8 +402,12 @@ impl Orchestrator {
             }
             (Step::Idle, Event::Tick) => Action::Idle,
             (Step::RollbackHalted { reason }, Event::Tick) => {
-                self.step = Step::RollbackStopping { attempt: 0, reason };
-                Action::StopNode
+                self.step = Step::RollbackStoppingStandby { attempt: 0, reason };
+                Action::StopStandby
+            }
+            (Step::StandbyHalted { reason }, Event::Tick) => {
+                self.step = Step::StoppingStandby { attempt: 0, reason };
+                Action::StopStandby
             }
             (Step::Persisting { then, strict }, Event::Persisted(r)) => match r {
                 Ok(()) => self.then(then, now_ms),
@@ -356,6 +415,11 @@ impl Orchestrator {
                     let e = StepError::Journal(e);
                     if self.state.phase.old_node_may_be_stopped() {
                         self.rollback(e, now_ms)
+                    } else if matches!(
+                        self.state.phase,
+                        Phase::StandbyLaunched | Phase::StandbyReady
+                    ) {
+                        self.abandon_standby(e, now_ms)
                     } else {
                         self.give_up(e, now_ms)
                     }
@@ -395,13 +459,11 @@ impl Orchestrator {
                     let u = self.upgrade_mut();
                     u.keyring_fingerprint = Some(t.fingerprint);
                     u.probe_sha256 = Some(t.probe_sha256);
-                    self.enter(
-                        Phase::KeysAcquired,
-                        note,
-                        now_ms,
-                        true,
-                        Then::EnterOldStopped,
-                    )
+                    let then = match self.policy.mode {
+                        SwitchMode::MakeBeforeBreak => Then::EnterStandby,
+                        SwitchMode::BreakBeforeMake => Then::EnterOldStopped,
+                    };
+                    self.enter(Phase::KeysAcquired, note, now_ms, true, then)
                 }
                 Err(e) => self.give_up(e, now_ms),
             },
@@ -412,6 +474,50 @@ impl Orchestrator {
                 } else {
                     self.state.mark("old_node_exited", now_ms, "");
                     self.enter(Phase::NewLaunched, "", now_ms, true, Then::LaunchNew)
+                }
+            }
+            (Step::LaunchingStandby, Event::Delivered(r)) => match r {
+                Ok(receiver) => self.enter(
+                    Phase::StandbyReady,
+                    format!("standby {receiver} sealed the keys; the old node still serves"),
+                    now_ms,
+                    true,
+                    Then::EnterSwitching,
+                ),
+                // The old node never stopped: abandon with no downtime.
+                Err(e) => self.abandon_standby(e, now_ms),
+            },
+            (Step::SwitchingOver, Event::Stopped { confirmed }) => {
+                if confirmed {
+                    self.state.mark("old_node_exited", now_ms, "");
+                    self.step = Step::AwaitingReady;
+                    Action::AwaitReady
+                } else {
+                    // The old node may still serve: the standby must not take over.
+                    self.abandon_standby(StepError::OldNodeNotStopped, now_ms)
+                }
+            }
+            (Step::StoppingStandby { attempt, reason }, Event::Stopped { confirmed }) => {
+                if confirmed {
+                    self.state.upgrade = None;
+                    self.enter(
+                        Phase::Idle,
+                        reason.to_string(),
+                        now_ms,
+                        false,
+                        Then::Finish(Outcome::Abandoned(reason)),
+                    )
+                } else if attempt + 1 < STOP_ATTEMPTS {
+                    self.step = Step::StoppingStandby {
+                        attempt: attempt + 1,
+                        reason,
+                    };
+                    Action::StopStandby
+                } else {
+                    self.step = Step::StandbyHalted {
+                        reason: reason.clone(),
+                    };
+                    Action::Finished(Outcome::StandbyStopHalted(reason))
                 }
             }
             (Step::Delivering, Event::Delivered(r)) => match r {
@@ -442,6 +548,23 @@ impl Orchestrator {
                 ),
                 Err(e) => self.rollback(e, now_ms),
             },
+            (Step::RollbackStoppingStandby { attempt, reason }, Event::Stopped { confirmed }) => {
+                if confirmed {
+                    self.step = Step::RollbackStopping { attempt: 0, reason };
+                    Action::StopNode
+                } else if attempt + 1 < STOP_ATTEMPTS {
+                    self.step = Step::RollbackStoppingStandby {
+                        attempt: attempt + 1,
+                        reason,
+                    };
+                    Action::StopStandby
+                } else {
+                    self.step = Step::RollbackHalted {
+                        reason: reason.clone(),
+                    };
+                    Action::Finished(Outcome::RollbackHalted(reason))
+                }
+            }
             (Step::RollbackStopping { attempt, reason }, Event::Stopped { confirmed }) => {
                 if confirmed {
                     self.step = Step::RollbackStarting { reason };
@@ -488,6 +611,9 @@ impl Orchestrator {
             // The new node proved itself before the restart.
             Phase::Healthy => self.commit(now_ms),
             p if p.old_node_may_be_stopped() => self.rollback(StepError::AgentRestarted, now_ms),
+            Phase::StandbyLaunched | Phase::StandbyReady => {
+                self.abandon_standby(StepError::AgentRestarted, now_ms)
+            }
             _ => self.give_up(StepError::AgentRestarted, now_ms),
         }
     }
@@ -514,6 +640,29 @@ impl Orchestrator {
                 self.step = Step::StoppingOld;
                 Action::StopNode
             }
+            Then::EnterStandby => self.enter(
+                Phase::StandbyLaunched,
+                "launching the new node as a standby; the old node keeps serving",
+                now_ms,
+                true,
+                Then::LaunchStandby,
+            ),
+            Then::LaunchStandby => {
+                self.step = Step::LaunchingStandby;
+                Action::LaunchStandby
+            }
+            // Write-ahead: the old node is drained only once this is durable.
+            Then::EnterSwitching => self.enter(
+                Phase::Switching,
+                "draining the old node; the standby takes over",
+                now_ms,
+                true,
+                Then::Switch,
+            ),
+            Then::Switch => {
+                self.step = Step::SwitchingOver;
+                Action::Switch
+            }
             Then::LaunchNew => {
                 self.step = Step::Delivering;
                 Action::LaunchNew
@@ -523,9 +672,11 @@ impl Orchestrator {
                 Action::AwaitReady
             }
             Then::Commit => self.commit(now_ms),
+            // A standby that still waits for the data directory would take it as soon as the
+            // old node is gone: it goes first.
             Then::RollbackStop(reason) => {
-                self.step = Step::RollbackStopping { attempt: 0, reason };
-                Action::StopNode
+                self.step = Step::RollbackStoppingStandby { attempt: 0, reason };
+                Action::StopStandby
             }
             Then::Finish(outcome) => {
                 self.step = Step::Idle;
@@ -574,6 +725,14 @@ impl Orchestrator {
             false,
             Then::Finish(Outcome::Abandoned(reason)),
         )
+    }
+
+    /// Before the switch (make-before-break): the old node still serves; stop the standby,
+    /// confirmed, and give the release up with backoff.
+    fn abandon_standby(&mut self, reason: StepError, now_ms: u64) -> Action {
+        self.record_failure(&reason, now_ms);
+        self.step = Step::StoppingStandby { attempt: 0, reason };
+        Action::StopStandby
     }
 
     /// From `OldStopped` on: stop the new node, then start the old one.
@@ -678,6 +837,7 @@ mod tests {
             State::new(release("1.0.0", "aa")),
             Policy {
                 retry_backoff_ms: 1000,
+                mode: SwitchMode::BreakBeforeMake,
             },
         );
         assert_eq!(
@@ -704,7 +864,8 @@ mod tests {
                     probe_sha256: "p".into(),
                 })),
                 Action::StopNode => Event::Stopped { confirmed: true },
-                Action::LaunchNew => Event::Delivered(Ok("bb".into())),
+                Action::LaunchNew | Action::LaunchStandby => Event::Delivered(Ok("bb".into())),
+                Action::StopStandby | Action::Switch => Event::Stopped { confirmed: true },
                 Action::AwaitReady => Event::Ready(Ok(())),
                 Action::CheckHealth => Event::Health(Ok(())),
                 Action::StartCurrent => Event::Started(Ok(())),
@@ -826,6 +987,10 @@ mod tests {
         assert_eq!(c.state().phase, Phase::RollingBack);
         assert_eq!(
             c.handle(Event::Persisted(Ok(())), 3).unwrap(),
+            Action::StopStandby
+        );
+        assert_eq!(
+            c.handle(Event::Stopped { confirmed: true }, 3).unwrap(),
             Action::StopNode
         );
         for _ in 1..STOP_ATTEMPTS {
@@ -837,7 +1002,11 @@ mod tests {
         let a = c.handle(Event::Stopped { confirmed: false }, 3).unwrap();
         assert!(matches!(a, Action::Finished(Outcome::RollbackHalted(_))));
         assert_eq!(c.state().phase, Phase::RollingBack, "not idle while halted");
-        assert_eq!(c.handle(Event::Tick, 4).unwrap(), Action::StopNode);
+        assert_eq!(c.handle(Event::Tick, 4).unwrap(), Action::StopStandby);
+        assert_eq!(
+            c.handle(Event::Stopped { confirmed: true }, 4).unwrap(),
+            Action::StopNode
+        );
         assert_eq!(
             c.handle(Event::Stopped { confirmed: true }, 4).unwrap(),
             Action::StartCurrent
@@ -898,6 +1067,7 @@ mod tests {
                 s,
                 Policy {
                     retry_backoff_ms: 1,
+                    mode: SwitchMode::BreakBeforeMake,
                 },
             );
             assert_eq!(c.handle(Event::Start, 5).unwrap(), Action::Persist);
@@ -907,7 +1077,7 @@ mod tests {
                     next,
                     Action::Finished(Outcome::Abandoned(StepError::AgentRestarted))
                 )),
-                "rollback" => assert_eq!(next, Action::StopNode, "{phase:?}"),
+                "rollback" => assert_eq!(next, Action::StopStandby, "{phase:?}"),
                 _ => {
                     assert!(matches!(next, Action::Finished(Outcome::Committed { .. })));
                     assert_eq!(c.state().current.version, "2.0.0");
@@ -948,5 +1118,154 @@ mod tests {
         let before = c.clone();
         assert!(c.handle(Event::Stopped { confirmed: true }, 12).is_err());
         assert_eq!(c, before);
+    }
+
+    fn mbb() -> Orchestrator {
+        let mut c = Orchestrator::new(
+            State::new(release("1.0.0", "aa")),
+            Policy {
+                retry_backoff_ms: 1000,
+                mode: SwitchMode::MakeBeforeBreak,
+            },
+        );
+        c.handle(Event::Start, 0).unwrap();
+        c
+    }
+
+    #[test]
+    fn make_before_break_gives_the_standby_the_keys_before_the_old_node_stops() {
+        let mut c = mbb();
+        let seen = happy(&mut c);
+        use Action::*;
+        assert_eq!(
+            seen,
+            vec![
+                Persist, // candidate
+                Download(offer("2.0.0", "bb")),
+                Persist, // downloaded
+                TakeKeys,
+                Persist, // keys acquired
+                Persist, // standby launched
+                LaunchStandby,
+                Persist, // standby ready
+                Persist, // switching
+                Switch,
+                AwaitReady,
+                CheckHealth,
+                Persist, // healthy
+                Persist, // idle
+                Finished(Outcome::Committed {
+                    version: "2.0.0".into()
+                }),
+            ]
+        );
+        assert_eq!(c.state().current.version, "2.0.0");
+    }
+
+    /// Drives a make-before-break upgrade until the core asks for `stop_at`.
+    fn until(c: &mut Orchestrator, stop_at: &Action) {
+        let mut a = c.handle(Event::Begin(offer("2.0.0", "bb")), 1).unwrap();
+        while &a != stop_at {
+            let ev = match a {
+                Action::Persist => Event::Persisted(Ok(())),
+                Action::Download(_) => Event::Downloaded(Ok(Verified {
+                    target: release("2.0.0", "bb"),
+                    isv_svn: 2,
+                })),
+                Action::TakeKeys => Event::KeysTaken(Ok(Taken {
+                    fingerprint: "f".into(),
+                    probe_sha256: "p".into(),
+                })),
+                Action::LaunchStandby => Event::Delivered(Ok("bb".into())),
+                other => panic!("{other:?}"),
+            };
+            a = c.handle(ev, 2).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_standby_that_fails_is_abandoned_and_the_old_node_never_stops() {
+        let mut c = mbb();
+        until(&mut c, &Action::LaunchStandby);
+        let a = c
+            .handle(
+                Event::Delivered(Err(StepError::Delivery("refused".into()))),
+                3,
+            )
+            .unwrap();
+        assert_eq!(a, Action::StopStandby, "the standby goes, not the old node");
+        assert_eq!(
+            c.handle(Event::Stopped { confirmed: true }, 3).unwrap(),
+            Action::Persist
+        );
+        assert!(matches!(
+            c.handle(Event::Persisted(Ok(())), 3).unwrap(),
+            Action::Finished(Outcome::Abandoned(StepError::Delivery(_)))
+        ));
+        assert!(c.is_idle());
+        assert_eq!(c.state().current.version, "1.0.0");
+        assert!(!c
+            .state()
+            .timeline
+            .iter()
+            .any(|e| e.phase == "switching" || e.phase == "old_node_exited"));
+        // A stop of the old node that is not confirmed: the standby does not take over.
+        let mut c = mbb();
+        until(&mut c, &Action::Switch);
+        assert_eq!(
+            c.handle(Event::Stopped { confirmed: false }, 4).unwrap(),
+            Action::StopStandby
+        );
+        // A standby whose exit cannot be confirmed halts, and is retried on a tick.
+        for _ in 1..STOP_ATTEMPTS {
+            assert_eq!(
+                c.handle(Event::Stopped { confirmed: false }, 4).unwrap(),
+                Action::StopStandby
+            );
+        }
+        assert!(matches!(
+            c.handle(Event::Stopped { confirmed: false }, 4).unwrap(),
+            Action::Finished(Outcome::StandbyStopHalted(_))
+        ));
+        assert!(c.is_halted());
+        assert_eq!(c.handle(Event::Tick, 5).unwrap(), Action::StopStandby);
+    }
+
+    #[test]
+    fn after_the_switch_a_failure_rolls_back_and_a_restart_before_it_abandons() {
+        let mut c = mbb();
+        until(&mut c, &Action::Switch);
+        assert_eq!(
+            c.handle(Event::Stopped { confirmed: true }, 4).unwrap(),
+            Action::AwaitReady
+        );
+        assert_eq!(
+            c.handle(Event::Ready(Err(StepError::NotReady("crash".into()))), 4)
+                .unwrap(),
+            Action::Persist
+        );
+        assert_eq!(c.state().phase, Phase::RollingBack);
+        for (phase, expect_stop) in [
+            (Phase::StandbyLaunched, Action::StopStandby),
+            (Phase::StandbyReady, Action::StopStandby),
+            (Phase::Switching, Action::StopStandby),
+        ] {
+            let mut s = State::new(release("1.0.0", "aa"));
+            s.phase = phase;
+            let mut c = Orchestrator::new(
+                s,
+                Policy {
+                    retry_backoff_ms: 1,
+                    mode: SwitchMode::MakeBeforeBreak,
+                },
+            );
+            let first = c.handle(Event::Start, 5).unwrap();
+            let first = if first == Action::Persist {
+                c.handle(Event::Persisted(Ok(())), 5).unwrap()
+            } else {
+                first
+            };
+            assert_eq!(first, expect_stop, "{phase:?}");
+        }
     }
 }

@@ -41,6 +41,13 @@ pub enum Phase {
     Healthy,
     /// Putting the old node back.
     RollingBack,
+    /// Make-before-break: the new node is (being) launched as a standby beside the old one,
+    /// which keeps serving.
+    StandbyLaunched,
+    /// The standby attested durable receipt of the keys; it serves nothing yet.
+    StandbyReady,
+    /// The old node is (being) drained and stopped; the standby takes the data directory.
+    Switching,
 }
 
 impl Phase {
@@ -50,6 +57,7 @@ impl Phase {
         matches!(
             self,
             Phase::OldStopped
+                | Phase::Switching
                 | Phase::NewLaunched
                 | Phase::KeysDelivered
                 | Phase::Healthy

@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use dc_orchestrator::core::{
-    Action, Event, Offer, Orchestrator, Policy, StepError, Taken, Verified,
+    Action, Event, Offer, Orchestrator, Policy, StepError, SwitchMode, Taken, Verified,
 };
 use dc_orchestrator::state::{Release, State};
 use stateright::{Checker, Model, Property};
@@ -72,6 +72,8 @@ enum Proc {
     Down,
     /// Launched, not serving yet.
     Starting,
+    /// Make-before-break: holds the keys sealed, waits for the data directory's lock.
+    Standby,
     Serving,
 }
 
@@ -82,6 +84,8 @@ struct AgentProc {
     pending: Action,
     /// The node process the driver tracks (its handle).
     tracked: Option<&'static str>,
+    /// The standby it tracks (make-before-break).
+    standby: Option<&'static str>,
     /// Keys held in transit (taken from the old node, not yet delivered).
     keys: bool,
     /// The floor of the journal it started from.
@@ -137,9 +141,12 @@ enum Plant {
     None,
     /// Reports a stop as confirmed without waiting for the exit.
     UnconfirmedStopReportedAsConfirmed,
+    /// Reports the standby stopped without stopping it.
+    StandbyLeftRunning,
 }
 
 struct UpgradeModel {
+    mode: SwitchMode,
     failures: u8,
     crashes: u8,
     restores: u8,
@@ -161,6 +168,8 @@ enum Step {
     Crash,
     /// The host restarts the agent from the journal on disk, or from an older one it kept.
     Restart { from: usize },
+    /// A standby takes the data directory once no node holds it (its lock wait returns).
+    TakeOver(&'static str),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -207,9 +216,13 @@ impl UpgradeModel {
             Action::Download(o) if signed(&o.mr_enclave) => vec![Ok, Fail, NodeExited],
             Action::Download(_) => vec![Fail],
             Action::TakeKeys => vec![Ok, Fail],
-            Action::StopNode if s.stuck_stops > 0 && a.tracked.is_some() => vec![Ok, Stuck],
-            Action::StopNode => vec![Ok],
-            Action::LaunchNew => vec![Ok, Fail, SealedThenCrashed],
+            Action::StopNode | Action::Switch if s.stuck_stops > 0 && a.tracked.is_some() => {
+                vec![Ok, Stuck]
+            }
+            Action::StopNode | Action::Switch => vec![Ok],
+            Action::StopStandby if s.stuck_stops > 0 && a.standby.is_some() => vec![Ok, Stuck],
+            Action::StopStandby => vec![Ok],
+            Action::LaunchNew | Action::LaunchStandby => vec![Ok, Fail, SealedThenCrashed],
             Action::AwaitReady | Action::CheckHealth | Action::StartCurrent => vec![Ok, Fail],
             Action::Idle | Action::Finished(_) => vec![],
         }
@@ -266,7 +279,59 @@ impl UpgradeModel {
                     Event::KeysTaken(Err(StepError::TakeKeys("refused".into())))
                 }
             }
-            Action::StopNode => {
+            Action::StopStandby => {
+                let confirmed = match (outcome, self.plant) {
+                    (_, Plant::StandbyLeftRunning) => true,
+                    (Outcome::Stuck, _) => {
+                        s.stuck_stops -= 1;
+                        false
+                    }
+                    _ => {
+                        if let Some(t) = a.standby.take() {
+                            s.set(t, Proc::Down);
+                        }
+                        true
+                    }
+                };
+                if confirmed {
+                    a.standby = None;
+                }
+                Event::Stopped { confirmed }
+            }
+            Action::LaunchStandby => {
+                let t = target_of(&a.core)?;
+                s.set(t, Proc::Starting);
+                a.standby = Some(t);
+                match outcome {
+                    Outcome::Ok if a.keys => {
+                        a.keys = false;
+                        if !s.sealed.contains(&t) {
+                            s.sealed.push(t);
+                        }
+                        if !s.delivered.contains(&t) {
+                            s.delivered.push(t);
+                        }
+                        s.set(t, Proc::Standby);
+                        Event::Delivered(Result::Ok(t.into()))
+                    }
+                    Outcome::SealedThenCrashed if a.keys => {
+                        if !s.sealed.contains(&t) {
+                            s.sealed.push(t);
+                        }
+                        if !s.delivered.contains(&t) {
+                            s.delivered.push(t);
+                        }
+                        s.set(t, Proc::Down);
+                        Event::Delivered(Err(StepError::Delivery("crashed".into())))
+                    }
+                    _ => {
+                        s.set(t, Proc::Down);
+                        Event::Delivered(Err(StepError::Delivery("crashed".into())))
+                    }
+                }
+            }
+            Action::StopNode | Action::Switch => {
+                let switching = matches!(a.pending, Action::Switch);
                 let confirmed = match (outcome, self.plant) {
                     (Outcome::Stuck, Plant::UnconfirmedStopReportedAsConfirmed) => {
                         s.stuck_stops -= 1;
@@ -283,6 +348,10 @@ impl UpgradeModel {
                         true
                     }
                 };
+                if switching && confirmed {
+                    // The driver now tracks the standby as the node.
+                    a.tracked = a.standby.take();
+                }
                 Event::Stopped { confirmed }
             }
             Action::LaunchNew => {
@@ -321,6 +390,12 @@ impl UpgradeModel {
                     s.set(t, Proc::Serving);
                     Event::Ready(Result::Ok(()))
                 }
+                // A standby serves only once it took the data directory (`TakeOver`).
+                Some(t) if ok && s.node(t) == Proc::Serving => Event::Ready(Result::Ok(())),
+                Some(t) if !ok && s.node(t) == Proc::Standby => {
+                    s.set(t, Proc::Down);
+                    Event::Ready(Err(StepError::NotReady("crashed".into())))
+                }
                 _ => Event::Ready(Err(StepError::NotReady("down".into()))),
             },
             Action::CheckHealth => match a.tracked {
@@ -329,7 +404,8 @@ impl UpgradeModel {
             },
             Action::StartCurrent => {
                 let c = current_of(a.core.state());
-                if ok && s.sealed.contains(&c) {
+                // It needs the data directory's lock: no other node may hold it.
+                if ok && s.sealed.contains(&c) && s.serving() == 0 {
                     s.set(c, Proc::Serving);
                     a.tracked = Some(c);
                     Event::Started(Result::Ok(()))
@@ -362,6 +438,7 @@ impl Model for UpgradeModel {
             journal.clone(),
             Policy {
                 retry_backoff_ms: 1000,
+                mode: self.mode,
             },
         );
         let mut core2 = core.clone();
@@ -371,6 +448,7 @@ impl Model for UpgradeModel {
                 core: core2,
                 pending,
                 tracked: Some(V1),
+                standby: None,
                 keys: false,
                 start_floor: "1.0.0".into(),
             }),
@@ -392,6 +470,14 @@ impl Model for UpgradeModel {
     }
 
     fn actions(&self, s: &Sys, out: &mut Vec<Step>) {
+        // The data directory's lock: a standby takes over once no node serves (holds it).
+        if s.serving() == 0 {
+            for (m, p) in &s.nodes {
+                if *p == Proc::Standby {
+                    out.push(Step::TakeOver(m));
+                }
+            }
+        }
         match &s.agent {
             Some(a) => {
                 if waiting(&a.pending) {
@@ -399,7 +485,10 @@ impl Model for UpgradeModel {
                         out.push(Step::Complete(o));
                     }
                 } else if a.core.is_idle() {
-                    if s.serving() == 0 && a.tracked.is_none() {
+                    if s.serving() == 0
+                        && a.tracked.is_none()
+                        && !s.nodes.iter().any(|(_, p)| *p == Proc::Standby)
+                    {
                         out.push(Step::Supervise);
                     } else if !a.core.state().paused && a.core.select(&offers(), 0).pick.is_some() {
                         out.push(Step::Offer);
@@ -447,7 +536,7 @@ impl Model for UpgradeModel {
             Step::Supervise => {
                 let mut a = s.agent.take()?;
                 let c = current_of(a.core.state());
-                if s.sealed.contains(&c) {
+                if s.sealed.contains(&c) && s.serving() == 0 {
                     s.set(c, Proc::Serving);
                     a.tracked = Some(c);
                 }
@@ -461,6 +550,12 @@ impl Model for UpgradeModel {
                 let mut a = s.agent.take()?;
                 a.pending = a.core.handle(Event::Tick, 0).ok()?;
                 s.agent = Some(a);
+            }
+            Step::TakeOver(m) => {
+                if s.serving() > 0 || s.node(m) != Proc::Standby {
+                    return None;
+                }
+                s.set(m, Proc::Serving);
             }
             Step::Crash => {
                 s.agent = None;
@@ -482,6 +577,7 @@ impl Model for UpgradeModel {
                     journal.clone(),
                     Policy {
                         retry_backoff_ms: 1000,
+                        mode: self.mode,
                     },
                 );
                 let pending = core.handle(Event::Start, 0).ok()?;
@@ -489,6 +585,7 @@ impl Model for UpgradeModel {
                     core,
                     pending,
                     tracked: None,
+                    standby: None,
                     keys: false,
                     start_floor: journal.highest_trusted.clone(),
                 });
@@ -541,11 +638,9 @@ fn check(m: UpgradeModel) -> (impl Checker<UpgradeModel>, std::time::Duration) {
     (c, started.elapsed())
 }
 
-/// The bounded configuration `./scripts/test` runs: two agent crashes, one restore of an
-/// older journal, one stuck stop.
-#[test]
-fn the_orchestrator_keeps_every_property_under_crashes_restores_and_stuck_stops() {
+fn explore(mode: SwitchMode) {
     let (c, took) = check(UpgradeModel {
+        mode,
         failures: 3,
         crashes: 2,
         restores: 1,
@@ -553,7 +648,7 @@ fn the_orchestrator_keeps_every_property_under_crashes_restores_and_stuck_stops(
         plant: Plant::None,
     });
     eprintln!(
-        "model: {} states ({} unique), max depth {}, {:.1} s",
+        "model ({mode:?}): {} states ({} unique), max depth {}, {:.1} s",
         c.state_count(),
         c.unique_state_count(),
         c.max_depth(),
@@ -568,11 +663,24 @@ fn the_orchestrator_keeps_every_property_under_crashes_restores_and_stuck_stops(
     c.assert_properties();
 }
 
+/// The bounded configuration `./scripts/test` runs, in both switch modes: three failed
+/// actions, two agent crashes, one restore of an older journal, one stuck stop.
+#[test]
+fn make_before_break_keeps_every_property_under_crashes_restores_and_stuck_stops() {
+    explore(SwitchMode::MakeBeforeBreak);
+}
+
+#[test]
+fn break_before_make_keeps_every_property_under_crashes_restores_and_stuck_stops() {
+    explore(SwitchMode::BreakBeforeMake);
+}
+
 /// The checker can fail: a driver that does not wait for the old node's exit lets two nodes
 /// serve, and the checker shows the path.
 #[test]
 fn the_checker_finds_a_planted_bug() {
     let (c, _) = check(UpgradeModel {
+        mode: SwitchMode::BreakBeforeMake,
         failures: 0,
         crashes: 0,
         restores: 0,
@@ -581,6 +689,24 @@ fn the_checker_finds_a_planted_bug() {
     });
     let path = c
         .discovery("never two serving nodes")
+        .expect("the planted bug is found");
+    eprintln!("counterexample: {:?}", path.into_actions());
+}
+
+/// A driver that leaves an abandoned standby running: once the old node exits, the stale
+/// standby takes the data directory and serves a release the journal does not name.
+#[test]
+fn the_checker_finds_a_standby_left_running() {
+    let (c, _) = check(UpgradeModel {
+        mode: SwitchMode::MakeBeforeBreak,
+        failures: 1,
+        crashes: 1,
+        restores: 0,
+        stuck_stops: 0,
+        plant: Plant::StandbyLeftRunning,
+    });
+    let path = c
+        .discovery("settles with one serving node")
         .expect("the planted bug is found");
     eprintln!("counterexample: {:?}", path.into_actions());
 }

@@ -33,10 +33,12 @@ use tracing::{error, info, warn};
 
 use crate::download::Downloader;
 use crate::journal::{Journal, Phase, Release, State};
-use dc_orchestrator::core::{Action, Event, Offer, Orchestrator, Outcome, Policy, StepError};
-use dc_orchestrator::{Taken, Verified};
 use crate::launcher::{Launcher, NodeProcess};
 use crate::source::{evaluate_chain, Candidate};
+use dc_orchestrator::core::{
+    Action, Event, Offer, Orchestrator, Outcome, Policy, StepError, SwitchMode,
+};
+use dc_orchestrator::{Taken, Verified};
 
 pub const PRODUCT: &str = "dcnode";
 const NODE_EXITED_DURING_DOWNLOAD: &str =
@@ -364,6 +366,7 @@ impl Agent {
                 state,
                 Policy {
                     retry_backoff_ms: retry_backoff_ms(&cfg_backoff),
+                    mode: SwitchMode::BreakBeforeMake,
                 },
             ),
             launcher,
@@ -425,7 +428,10 @@ impl Agent {
 
     /// Writes the journal. An error means the next side effect must not happen.
     fn save(&mut self) -> Result<(), String> {
-        let r = self.journal.save(self.core.state()).map_err(|e| e.to_string());
+        let r = self
+            .journal
+            .save(self.core.state())
+            .map_err(|e| e.to_string());
         if let Err(e) = &r {
             error!("{e}");
             self.set_error(format!(
@@ -550,7 +556,9 @@ impl Agent {
                         body.chars().take(300).collect::<String>()
                     ));
                 }
-                Err(e) => warn!(revoked = %m, "passing the revocation to the node failed: {e}; retrying later"),
+                Err(e) => {
+                    warn!(revoked = %m, "passing the revocation to the node failed: {e}; retrying later")
+                }
             }
         }
     }
@@ -587,10 +595,10 @@ impl Agent {
             }
             // Keep `/v1/status` true to the node's process, not only to transitions.
             self.publish_status();
-            if self.core.state().phase == Phase::RollingBack {
-                // A rollback halted because the new node's exit was not confirmed.
+            if self.core.is_halted() {
+                // A stop whose exit was not confirmed: retried until it is.
                 self.drive(Event::Tick, None).await;
-                if self.core.state().phase == Phase::RollingBack {
+                if self.core.is_halted() {
                     tokio::select! {
                         _ = tokio::time::sleep(self.cfg.poll) => {}
                         _ = shutdown.changed() => {}
@@ -756,7 +764,12 @@ impl Agent {
                     .map_err(|e| format!("DCChain block #{}: {e}", obs.block_number));
                 self.runtime.chain_evaluated = Some((obs.block_hash.clone(), r));
             }
-            match self.runtime.chain_evaluated.as_ref().map(|(_, r)| r.clone()) {
+            match self
+                .runtime
+                .chain_evaluated
+                .as_ref()
+                .map(|(_, r)| r.clone())
+            {
                 Some(Ok(Some(c))) => out.push(c),
                 Some(Err(msg)) => self.report(msg),
                 _ => {}
@@ -827,6 +840,14 @@ impl Agent {
                     Event::Stopped { confirmed }
                 }
                 Action::LaunchNew => Event::Delivered(self.launch_and_deliver(&mut transit).await),
+                Action::StopStandby => {
+                    // Make-before-break only; with no standby running there is nothing to stop.
+                    Event::Stopped { confirmed: true }
+                }
+                Action::LaunchStandby => Event::Delivered(Err(StepError::Launch(
+                    "make-before-break is not available with this launcher".into(),
+                ))),
+                Action::Switch => Event::Stopped { confirmed: false },
                 Action::AwaitReady => {
                     let deadline = self.cfg.node_ready_deadline;
                     let r = match self.node.as_mut() {
@@ -896,6 +917,13 @@ impl Agent {
             Outcome::RollbackHalted(e) => {
                 let msg = format!(
                     "{e}; rollback halted: the new node's exit could not be confirmed, so the previous node was not started beside it. Stop the node process by hand; the agent retries the rollback"
+                );
+                error!("{msg}");
+                self.set_error(msg);
+            }
+            Outcome::StandbyStopHalted(e) => {
+                let msg = format!(
+                    "{e}; the standby's exit could not be confirmed; the old node keeps serving and the agent retries stopping the standby"
                 );
                 error!("{msg}");
                 self.set_error(msg);
@@ -1062,10 +1090,7 @@ impl Agent {
     /// touched is checked here. Returns the release, its ISVSVN and its evidence (the signed
     /// record, or for a chain release its signatures and measured manifest) — what the node
     /// holding the keys will verify itself before releasing them.
-    async fn fetch_and_verify(
-        &mut self,
-        c: &Candidate,
-    ) -> Result<(Release, u16, Vec<u8>), String> {
+    async fn fetch_and_verify(&mut self, c: &Candidate) -> Result<(Release, u16, Vec<u8>), String> {
         // A slow source never keeps the agent from supervising the node: if the node exits
         // during the download, the download is dropped and the node restarted first.
         let archive = {
@@ -1154,7 +1179,8 @@ impl Agent {
         if bundle.manifest.isv_svn < self.core.state().highest_isv_svn {
             return Err(format!(
                 "ISVSVN {} is lower than the highest ever trusted ({})",
-                bundle.manifest.isv_svn, self.core.state().highest_isv_svn
+                bundle.manifest.isv_svn,
+                self.core.state().highest_isv_svn
             ));
         }
         let evidence = match &c.record_json {
