@@ -4,7 +4,8 @@
 //! The platform, not the enclave, decides which identity answers on a channel: it measured
 //! the bundle before starting the process and serves EREPORT/EGETKEY for that identity only.
 //! The wire format is in [`wire`]; the platform's control protocol (launch requests and
-//! their events) in [`control`].
+//! their events) in [`control`]; listening sockets passed at launch (`LISTEN_FDS`) in
+//! [`listen`].
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -16,6 +17,9 @@ use crate::sgx::{EgetkeyError, KeyRequest, Report, ReportData, TargetInfo};
 use crate::{Key128, Tee, TeeError};
 
 pub mod control;
+pub mod listen;
+
+pub use listen::listen_fds_from_env;
 
 /// Environment variable through which the platform names the inherited channel's fd.
 pub const CHANNEL_FD_ENV: &str = "DCTEE_SIM_FD";

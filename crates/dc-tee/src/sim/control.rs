@@ -6,9 +6,16 @@
 //! and the host-side broker in `dcupgrade`.
 //!
 //! Frames as on the enclave channel ([`super::wire`]). The client sends one
-//! [`LaunchRequest`]; the server answers with a stream of [`Event`]s ending in `Exited` or
-//! `Error`. When the client's connection closes, the server terminates the enclave, so
-//! stopping the client stops the enclave.
+//! [`LaunchRequest`] (operation 1) or [`LaunchWithListeners`] (operation 2); the server
+//! answers with a stream of [`Event`]s ending in `Exited` or `Error`. When the client's
+//! connection closes, the server terminates the enclave, so stopping the client stops the
+//! enclave.
+//!
+//! Operation 2 passes listening sockets: right after its frame the client sends one byte,
+//! [`LISTENERS_MARKER`], carrying the sockets as `SCM_RIGHTS` ancillary data, one per name and
+//! in the names' order (so only over a Unix socket; the platform's control socket is one). A
+//! server that cannot pass sockets on (the host-side launch broker) refuses operation 2 as an
+//! unknown operation: [`LaunchRequest::decode`] accepts operation 1 only.
 
 use std::io;
 
@@ -18,6 +25,9 @@ pub const MAX_CONTROL_FRAME: usize = 256 * 1024;
 const MAX_STRINGS: usize = 512;
 
 const OP_LAUNCH: u8 = 1;
+const OP_LAUNCH_WITH_LISTENERS: u8 = 2;
+/// The byte that carries the sockets of a [`LaunchWithListeners`].
+pub const LISTENERS_MARKER: u8 = b'L';
 const EV_STARTED: u8 = 1;
 const EV_STDOUT: u8 = 2;
 const EV_STDERR: u8 = 3;
@@ -34,6 +44,17 @@ pub struct LaunchRequest {
     pub args: Vec<String>,
     /// `KEY=VALUE` environment. Untrusted input to the enclave.
     pub env: Vec<String>,
+}
+
+/// A launch that also passes listening sockets (operation 2; see the module documentation).
+/// The platform puts them at fds 3, 4, … of the enclave, by the socket-activation convention
+/// ([`super::listen`]), each under its name in `LISTEN_FDNAMES`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaunchWithListeners {
+    pub request: LaunchRequest,
+    /// One name per passed socket, 1 to [`super::listen::MAX_LISTEN_FDS`] of them, each valid
+    /// by [`super::listen::check_name`]. Empty: a plain launch (encoded as operation 1).
+    pub listener_names: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,33 +109,90 @@ impl Reader<'_> {
     }
 }
 
+fn put_strings(out: &mut Vec<u8>, list: &[String]) {
+    out.extend_from_slice(&(list.len() as u32).to_le_bytes());
+    list.iter().for_each(|s| put_str(out, s));
+}
+
 impl LaunchRequest {
     pub fn encode(&self) -> Vec<u8> {
-        let mut o = vec![OP_LAUNCH];
+        self.encode_as(OP_LAUNCH)
+    }
+
+    fn encode_as(&self, op: u8) -> Vec<u8> {
+        let mut o = vec![op];
         put_str(&mut o, &self.bundle);
         put_str(&mut o, &self.cwd);
-        for list in [&self.args, &self.env] {
-            o.extend_from_slice(&(list.len() as u32).to_le_bytes());
-            list.iter().for_each(|s| put_str(&mut o, s));
-        }
+        put_strings(&mut o, &self.args);
+        put_strings(&mut o, &self.env);
         o
     }
 
+    fn read(r: &mut Reader<'_>) -> io::Result<Self> {
+        Ok(Self {
+            bundle: r.string()?,
+            cwd: r.string()?,
+            args: r.strings()?,
+            env: r.strings()?,
+        })
+    }
+
+    /// Operation 1 only: a launch that passes sockets is refused as an unknown operation.
     pub fn decode(b: &[u8]) -> io::Result<Self> {
         let mut r = Reader(b);
         if r.take(1)? != [OP_LAUNCH] {
             return Err(bad("unknown control operation"));
         }
-        let req = Self {
-            bundle: r.string()?,
-            cwd: r.string()?,
-            args: r.strings()?,
-            env: r.strings()?,
-        };
+        let req = Self::read(&mut r)?;
         if !r.0.is_empty() {
             return Err(bad("trailing bytes after launch request"));
         }
         Ok(req)
+    }
+}
+
+impl LaunchWithListeners {
+    /// Operation 2, or operation 1 when no socket is passed.
+    pub fn encode(&self) -> Vec<u8> {
+        if self.listener_names.is_empty() {
+            return self.request.encode();
+        }
+        let mut o = self.request.encode_as(OP_LAUNCH_WITH_LISTENERS);
+        put_strings(&mut o, &self.listener_names);
+        o
+    }
+
+    /// Either operation; for operation 1 `listener_names` is empty.
+    pub fn decode(b: &[u8]) -> io::Result<Self> {
+        let mut r = Reader(b);
+        let op = r.take(1)?[0];
+        let request = match op {
+            OP_LAUNCH | OP_LAUNCH_WITH_LISTENERS => LaunchRequest::read(&mut r)?,
+            _ => return Err(bad("unknown control operation")),
+        };
+        let listener_names = if op == OP_LAUNCH_WITH_LISTENERS {
+            let names = r.strings()?;
+            if names.is_empty() || names.len() > super::listen::MAX_LISTEN_FDS {
+                return Err(bad(format!(
+                    "a launch passes 1 to {} listening sockets, not {}",
+                    super::listen::MAX_LISTEN_FDS,
+                    names.len()
+                )));
+            }
+            for n in &names {
+                super::listen::check_name(n).map_err(|e| bad(e.to_string()))?;
+            }
+            names
+        } else {
+            Vec::new()
+        };
+        if !r.0.is_empty() {
+            return Err(bad("trailing bytes after launch request"));
+        }
+        Ok(Self {
+            request,
+            listener_names,
+        })
     }
 }
 
@@ -177,6 +255,51 @@ mod tests {
         let mut huge = vec![OP_LAUNCH];
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(LaunchRequest::decode(&huge).is_err());
+    }
+
+    #[test]
+    fn launch_with_listeners_roundtrip_and_limits() {
+        let request = LaunchRequest {
+            bundle: "/b".into(),
+            cwd: "/".into(),
+            args: vec!["--data".into(), "/d".into()],
+            env: vec![],
+        };
+        let l = LaunchWithListeners {
+            request: request.clone(),
+            listener_names: vec!["data".into(), "admin".into()],
+        };
+        let e = l.encode();
+        assert_eq!(LaunchWithListeners::decode(&e).unwrap(), l);
+        for n in 0..e.len() {
+            assert!(LaunchWithListeners::decode(&e[..n]).is_err(), "prefix {n}");
+        }
+        // A server that cannot pass sockets refuses the operation instead of dropping them.
+        assert!(LaunchRequest::decode(&e)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown control operation"));
+        // No sockets: a plain launch, understood by both decoders.
+        let plain = LaunchWithListeners {
+            request: request.clone(),
+            listener_names: vec![],
+        };
+        assert_eq!(plain.encode(), request.encode());
+        assert_eq!(
+            LaunchWithListeners::decode(&request.encode()).unwrap(),
+            plain
+        );
+        // Bounds and names are checked when decoding.
+        let bad = |names: Vec<String>| {
+            let mut o = request.encode_as(OP_LAUNCH_WITH_LISTENERS);
+            put_strings(&mut o, &names);
+            LaunchWithListeners::decode(&o).is_err()
+        };
+        assert!(bad(vec![]));
+        assert!(bad(vec!["x".into(); 9]));
+        assert!(!bad(vec!["x".into(); 8]));
+        assert!(bad(vec!["a:b".into()]));
+        assert!(bad(vec!["".into()]));
     }
 
     #[test]
