@@ -8,9 +8,11 @@
 //! - [`platform`]: EREPORT/EGETKEY as pure functions.
 //! - [`state`]: the root secret and CPUSVN on disk.
 //! - [`server`]: `dctee-sim serve` — launches enclaves and serves their channels.
+//! - [`fds`]: listening sockets passed over the control socket (`SCM_RIGHTS`).
 //! - [`launch`]: the client of `dctee-sim launch` (the control protocol's messages are
 //!   [`dc_tee::sim::control`], shared with the agent's launch broker).
 
+pub mod fds;
 pub mod launch;
 pub mod platform;
 pub mod server;

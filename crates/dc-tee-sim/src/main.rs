@@ -7,10 +7,12 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use dc_bundle::{Bundle, SignerKey, TrustRoots};
 use dc_tee::sim::control::LaunchRequest;
+use dc_tee::sim::listen::check_name;
 use dc_tee::CpuSvn;
-use dc_tee_sim::launch::run_launch;
+use dc_tee_sim::launch::{forward_termination, Launch};
 use dc_tee_sim::server::{identity_of, Server};
 use dc_tee_sim::state::StateDir;
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 #[derive(Parser)]
 #[command(
@@ -43,6 +45,13 @@ enum Cmd {
         /// Environment for the enclave, KEY=VALUE (repeatable). Untrusted input to it.
         #[arg(long = "env", value_name = "KEY=VALUE")]
         env: Vec<String>,
+        /// Pass the listening TCP socket this process inherited as descriptor FD (3 or above)
+        /// to the enclave under NAME (repeatable, at most 8). The enclave finds them at fds 3,
+        /// 4, … in this order, with LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID set by the
+        /// platform (systemd socket activation); this launcher closes its own copies once the
+        /// platform has them.
+        #[arg(long = "listen-fd", value_name = "NAME=FD")]
+        listen_fd: Vec<String>,
         /// Print the assigned identity to stderr.
         #[arg(long)]
         verbose: bool,
@@ -75,6 +84,37 @@ fn main() -> ExitCode {
     }
 }
 
+/// `NAME=FD` pairs of `--listen-fd`.
+fn parse_listen_fds(specs: &[String]) -> Result<Vec<(String, RawFd)>> {
+    specs
+        .iter()
+        .map(|spec| {
+            let (name, fd) = spec
+                .split_once('=')
+                .with_context(|| format!("--listen-fd {spec:?}: expected NAME=FD"))?;
+            check_name(name).with_context(|| format!("--listen-fd {spec:?}"))?;
+            let fd: RawFd = fd.parse().ok().filter(|fd| *fd >= 3).with_context(|| {
+                format!("--listen-fd {spec:?}: FD must be a descriptor number of 3 or above")
+            })?;
+            Ok((name.to_string(), fd))
+        })
+        .collect()
+}
+
+/// Relays the enclave's output until it exits; SIGTERM/SIGINT to this process stop it.
+fn relay_until_exit(launch: Launch, verbose: bool) -> Result<i32, String> {
+    forward_termination(&launch);
+    launch.relay(
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+        |e, s, pid| {
+            if verbose {
+                eprintln!("dctee-sim: enclave pid {pid} mrenclave {e} mrsigner {s}");
+            }
+        },
+    )
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
         Cmd::Serve { state, cpusvn } => {
@@ -94,6 +134,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Launch {
             state,
             env,
+            listen_fd,
             verbose,
             bundle,
             args,
@@ -105,18 +146,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 args,
                 env,
             };
-            let code = run_launch(
-                &socket,
-                &req,
-                &mut std::io::stdout(),
-                &mut std::io::stderr(),
-                |e, s, pid| {
-                    if verbose {
-                        eprintln!("dctee-sim: enclave pid {pid} mrenclave {e} mrsigner {s}");
-                    }
-                },
-            )
-            .map_err(anyhow::Error::msg)?;
+            let passed = parse_listen_fds(&listen_fd)?;
+            let listeners: Vec<(&str, BorrowedFd<'_>)> = passed
+                .iter()
+                // SAFETY: only borrowed while the request is sent; `Launch::start` checks each
+                // is an open listening TCP socket before using it.
+                .map(|(n, fd)| (n.as_str(), unsafe { BorrowedFd::borrow_raw(*fd) }))
+                .collect();
+            let launch = Launch::start(&socket, &req, &listeners).map_err(anyhow::Error::msg)?;
+            drop(listeners);
+            // The platform and the enclave hold the sockets now; this process keeps no copy,
+            // so it does not keep them open after their owner closed them.
+            let mut own: Vec<RawFd> = passed.iter().map(|(_, fd)| *fd).collect();
+            own.sort_unstable();
+            own.dedup();
+            for fd in own {
+                // SAFETY: an inherited descriptor given to this process only to be passed on;
+                // nothing else in it uses it, and each is closed once (deduplicated).
+                drop(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+            let code = relay_until_exit(launch, verbose).map_err(anyhow::Error::msg)?;
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
         Cmd::Measure { bundle } => {

@@ -3,9 +3,16 @@
 //!
 //! One thread per enclave channel and per launch; a misbehaving enclave (garbage, oversized
 //! frames) loses only its own channel.
+//!
+//! A launch may pass listening TCP sockets ([`dc_tee::sim::control::LaunchWithListeners`]):
+//! the enclave gets them at fds 3, 4, … with `LISTEN_FDS`, `LISTEN_FDNAMES` and `LISTEN_PID`
+//! (systemd socket activation, [`dc_tee::sim::listen`]) and its channel right after them, at
+//! the fd `DCTEE_SIM_FD` names (3 when no socket is passed). The platform keeps no copy.
 
+use std::ffi::CString;
 use std::io::Read;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -17,7 +24,11 @@ use std::time::Duration;
 
 use dc_bundle::{Bundle, BundleKind};
 use dc_tee::sgx::{ConfigId, EgetkeyError};
-use dc_tee::sim::control::{Event, LaunchRequest, MAX_CONTROL_FRAME};
+use dc_tee::sim::control::{Event, LaunchRequest, LaunchWithListeners, MAX_CONTROL_FRAME};
+use dc_tee::sim::listen::{
+    check_listening_tcp, LISTEN_FDNAMES_ENV, LISTEN_FDS_ENV, LISTEN_FDS_START, LISTEN_PID_ENV,
+    MAX_LISTEN_FDS,
+};
 use dc_tee::sim::{wire, CHANNEL_FD_ENV};
 use dc_tee::{CpuSvn, EnclaveIdentity, KeyId, KeyRequest, ReportData, TargetInfo};
 
@@ -129,7 +140,7 @@ fn handle_control(platform: Arc<Platform>, dir: PathBuf, mut conn: UnixStream) {
     let _ = conn.set_write_timeout(Some(Duration::from_secs(30)));
     let req = match wire::read_frame(&mut conn, MAX_CONTROL_FRAME)
         .and_then(|f| f.ok_or_else(|| std::io::Error::other("no request")))
-        .and_then(|f| LaunchRequest::decode(&f))
+        .and_then(|f| LaunchWithListeners::decode(&f))
     {
         Ok(r) => r,
         Err(e) => {
@@ -140,11 +151,60 @@ fn handle_control(platform: Arc<Platform>, dir: PathBuf, mut conn: UnixStream) {
             return;
         }
     };
-    if let Err(msg) = launch(&platform, &dir, conn.try_clone(), &req) {
-        eprintln!("dctee-sim: launch of {} refused: {msg}", req.bundle);
+    let listeners = match receive_listeners(&conn, &req.listener_names) {
+        Ok(l) => l,
+        Err(msg) => {
+            eprintln!("dctee-sim: launch of {} refused: {msg}", req.request.bundle);
+            let _ = wire::write_frame(&mut conn, &Event::Error(msg).encode());
+            return;
+        }
+    };
+    if let Err(msg) = launch(&platform, &dir, conn.try_clone(), &req.request, listeners) {
+        eprintln!("dctee-sim: launch of {} refused: {msg}", req.request.bundle);
         let _ = wire::write_frame(&mut conn, &Event::Error(msg).encode());
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Listening sockets passed to one enclave, with their names.
+struct Listeners {
+    names: Vec<String>,
+    fds: Vec<OwnedFd>,
+}
+
+impl Listeners {
+    fn none() -> Self {
+        Self {
+            names: Vec::new(),
+            fds: Vec::new(),
+        }
+    }
+}
+
+/// Takes the sockets that follow a launch request naming `names`: exactly one per name, and
+/// every one a listening TCP socket. Whatever is refused is closed here.
+fn receive_listeners(conn: &UnixStream, names: &[String]) -> Result<Listeners, String> {
+    if names.is_empty() {
+        return Ok(Listeners::none());
+    }
+    let fds = crate::fds::recv_fds(conn, MAX_LISTEN_FDS)
+        .map_err(|e| format!("receiving the listening sockets: {e}"))?;
+    if fds.len() != names.len() {
+        return Err(format!(
+            "the request names {} listening sockets but {} descriptors came with it",
+            names.len(),
+            fds.len()
+        ));
+    }
+    for (name, fd) in names.iter().zip(&fds) {
+        check_listening_tcp(fd.as_fd()).map_err(|e| {
+            format!("listening socket {name:?}: only listening TCP sockets can be passed to an enclave; {e}")
+        })?;
+    }
+    Ok(Listeners {
+        names: names.to_vec(),
+        fds,
+    })
 }
 
 /// The identity the platform gives an enclave of `bundle`.
@@ -175,11 +235,20 @@ fn refuse_unmeasurable(src: &Path, bundle: &Bundle) -> Result<(), String> {
     }
 }
 
+/// Variables only the platform sets; a launcher may not, whatever the manifest lists.
+const RESERVED_ENV: [&str; 4] = [
+    CHANNEL_FD_ENV,
+    LISTEN_FDS_ENV,
+    LISTEN_FDNAMES_ENV,
+    LISTEN_PID_ENV,
+];
+
 fn launch(
     platform: &Arc<Platform>,
     dir: &Path,
     conn: std::io::Result<UnixStream>,
     req: &LaunchRequest,
+    listeners: Listeners,
 ) -> Result<(), String> {
     let conn = conn.map_err(|e| e.to_string())?;
     let src = Path::new(&req.bundle);
@@ -198,50 +267,63 @@ fn launch(
     let identity = identity_of(&bundle);
     let (platform_end, enclave_end) = UnixStream::pair().map_err(|e| e.to_string())?;
 
-    let mut cmd = Command::new(bundle.entrypoint());
-    cmd.args(&bundle.manifest.args)
-        .args(&req.args)
-        .current_dir(&req.cwd)
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin");
+    // What the enclave process is started with: nothing of the platform's own environment.
+    let mut env = vec![(
+        "PATH".to_string(),
+        "/usr/local/bin:/usr/bin:/bin".to_string(),
+    )];
     for kv in &req.env {
         let (k, v) = kv
             .split_once('=')
             .ok_or_else(|| format!("environment entry {kv:?} is not KEY=VALUE"))?;
+        if RESERVED_ENV.contains(&k) {
+            return Err(format!(
+                "environment variable {k:?} may not be set by the launcher: only the platform sets it"
+            ));
+        }
         let listed = bundle.manifest.env_passthrough.iter().any(|p| p == k);
-        if k == CHANNEL_FD_ENV || k.starts_with("LD_") || !listed {
+        if k.starts_with("LD_") || !listed {
             return Err(format!(
                 "environment variable {k:?} may not be set by the launcher: the measured manifest does not list it in env_passthrough"
             ));
         }
-        cmd.env(k, v);
+        env.push((k.to_string(), v.to_string()));
     }
-    cmd.env(CHANNEL_FD_ENV, "3")
+    // The passed sockets at 3, 4, … (the socket-activation convention), the channel after them.
+    let n = listeners.fds.len();
+    let channel_fd = LISTEN_FDS_START + n as libc::c_int;
+    env.push((CHANNEL_FD_ENV.to_string(), channel_fd.to_string()));
+    if n > 0 {
+        env.push((LISTEN_FDS_ENV.to_string(), n.to_string()));
+        env.push((LISTEN_FDNAMES_ENV.to_string(), listeners.names.join(":")));
+    }
+    let entrypoint = bundle.entrypoint();
+    let mut args: Vec<&[u8]> = vec![entrypoint.as_os_str().as_bytes()];
+    args.extend(bundle.manifest.args.iter().map(|a| a.as_bytes()));
+    args.extend(req.args.iter().map(|a| a.as_bytes()));
+    let mut sources: Vec<libc::c_int> = listeners.fds.iter().map(|f| f.as_raw_fd()).collect();
+    sources.push(enclave_end.as_raw_fd());
+    let mut image = ExecImage::new(&args, &env, n > 0, sources)?;
+
+    let mut cmd = Command::new(&entrypoint);
+    cmd.current_dir(&req.cwd)
+        .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    let fd = enclave_end.as_raw_fd();
     let max_fd = fd_limit();
-    // SAFETY: only async-signal-safe calls (dup2, fcntl, close_range) between fork and exec.
+    // SAFETY: only async-signal-safe calls between fork and exec (fcntl, dup2, close_range,
+    // getpid, execve), on memory prepared before the fork; see `ExecImage::exec`.
     unsafe {
-        cmd.pre_exec(move || {
-            if fd == 3 {
-                let flags = libc::fcntl(3, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if libc::dup2(fd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            close_on_exec_from(4, max_fd);
-            Ok(())
-        });
+        cmd.pre_exec(move || image.exec(max_fd));
     }
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("starting {}: {e}", bundle.entrypoint().display()))?;
     drop(enclave_end);
+    // The enclave has its own copies; the platform keeps none.
+    drop(listeners);
     let pid = child.id();
     eprintln!(
         "dctee-sim: launched {} {} pid {pid} mrenclave {}{}",
@@ -316,6 +398,123 @@ fn launch(
     Ok(())
 }
 
+/// The enclave's `execve(2)`, prepared before the fork so that the child only copies bytes
+/// and makes async-signal-safe calls. It replaces std's own exec (the last thing `pre_exec`
+/// hooks run before): std cannot set `LISTEN_PID`, which only the child knows.
+struct ExecImage {
+    path: CString,
+    _args: Vec<CString>,
+    _env: Vec<Vec<u8>>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    /// `LISTEN_PID=` and room for the digits, written in the child; null if not passed.
+    pid_slot: *mut u8,
+    /// Descriptors to place at 3, 4, … in this order.
+    sources: Vec<libc::c_int>,
+}
+
+// SAFETY: the raw pointers point into heap buffers the struct owns (moving it does not move
+// them); it is used by one thread at a time (the spawning one, then the child's only thread).
+unsafe impl Send for ExecImage {}
+// SAFETY: as above; `exec` takes `&mut self`.
+unsafe impl Sync for ExecImage {}
+
+const PID_PREFIX: &[u8] = b"LISTEN_PID=";
+const PID_DIGITS: usize = 10;
+
+impl ExecImage {
+    fn new(
+        args: &[&[u8]],
+        env: &[(String, String)],
+        listen_pid: bool,
+        sources: Vec<libc::c_int>,
+    ) -> Result<Self, String> {
+        let cstr = |b: &[u8]| {
+            CString::new(b).map_err(|_| "a NUL byte in an argument or variable".to_string())
+        };
+        let args: Vec<CString> = args.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?;
+        let mut envs: Vec<Vec<u8>> = env
+            .iter()
+            .map(|(k, v)| cstr(format!("{k}={v}").as_bytes()).map(CString::into_bytes_with_nul))
+            .collect::<Result<_, _>>()?;
+        if listen_pid {
+            let mut slot = PID_PREFIX.to_vec();
+            slot.resize(PID_PREFIX.len() + PID_DIGITS + 1, 0);
+            envs.push(slot);
+        }
+        let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let mut envp: Vec<*const libc::c_char> = envs.iter().map(|e| e.as_ptr().cast()).collect();
+        envp.push(std::ptr::null());
+        let pid_slot = if listen_pid {
+            envs.last_mut().expect("pushed above").as_mut_ptr()
+        } else {
+            std::ptr::null_mut()
+        };
+        if sources.len() > MAX_LISTEN_FDS + 1 {
+            return Err("too many descriptors for an enclave".into());
+        }
+        Ok(Self {
+            path: args[0].clone(),
+            _args: args,
+            _env: envs,
+            argv,
+            envp,
+            pid_slot,
+            sources,
+        })
+    }
+
+    /// In the child, between fork and exec: places the descriptors, marks everything above
+    /// them close-on-exec, fills in `LISTEN_PID`, and executes the enclave. Returns only on
+    /// failure.
+    fn exec(&mut self, max_fd: libc::c_int) -> std::io::Result<()> {
+        let os_err = std::io::Error::last_os_error;
+        let n = self.sources.len() as libc::c_int;
+        let first = LISTEN_FDS_START;
+        let above = first + n;
+        // SAFETY: fcntl, dup2, close_range, getpid and execve are async-signal-safe; the only
+        // memory touched is this struct's, allocated before the fork.
+        unsafe {
+            // First out of the way (a source may sit where another belongs), then into place;
+            // dup2 clears close-on-exec on the placed copy, the temporaries keep it.
+            let mut tmp = [0 as libc::c_int; MAX_LISTEN_FDS + 1];
+            for (i, &src) in self.sources.iter().enumerate() {
+                tmp[i] = libc::fcntl(src, libc::F_DUPFD_CLOEXEC, above);
+                if tmp[i] < 0 {
+                    return Err(os_err());
+                }
+            }
+            for (i, &t) in tmp[..self.sources.len()].iter().enumerate() {
+                if libc::dup2(t, first + i as libc::c_int) < 0 {
+                    return Err(os_err());
+                }
+            }
+            close_on_exec_from(above, max_fd);
+            if !self.pid_slot.is_null() {
+                let mut pid = libc::getpid() as u32;
+                let mut digits = [0u8; PID_DIGITS];
+                let mut len = 0;
+                loop {
+                    digits[len] = b'0' + (pid % 10) as u8;
+                    len += 1;
+                    pid /= 10;
+                    if pid == 0 || len == PID_DIGITS {
+                        break;
+                    }
+                }
+                let out = self.pid_slot.add(PID_PREFIX.len());
+                for i in 0..len {
+                    *out.add(i) = digits[len - 1 - i];
+                }
+                *out.add(len) = 0;
+            }
+            libc::execve(self.path.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr());
+        }
+        Err(os_err())
+    }
+}
+
 /// One past the highest fd this process can have open.
 fn fd_limit() -> libc::c_int {
     let mut r = libc::rlimit {
@@ -331,8 +530,9 @@ fn fd_limit() -> libc::c_int {
 }
 
 /// Marks every fd from `first` on close-on-exec, in the child between fork and exec: the
-/// enclave gets its channel and standard streams and nothing else the platform happened to
-/// inherit or hold (std's exec-error pipe is already close-on-exec, so it keeps working).
+/// enclave gets its channel, the sockets passed to it and its standard streams, and nothing
+/// else the platform happened to inherit or hold (std's exec-error pipe is already
+/// close-on-exec, so it keeps working).
 ///
 /// # Safety
 /// Async-signal-safe calls only; for use in `pre_exec`.

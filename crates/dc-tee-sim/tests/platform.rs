@@ -1,8 +1,10 @@
 //! The software TEE platform as real processes: `dctee-sim serve`, enclaves started with
 //! `dctee-sim launch`, the `dctee-probe` enclave exercising EREPORT/EGETKEY/sealing.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -106,6 +108,19 @@ impl Fixture {
     /// A probe bundle; `variant` is a measured argument, so different variants are different
     /// enclaves of otherwise identical code.
     fn bundle(&self, name: &str, signer: u8, isv_svn: u16, debug: bool, variant: &str) -> PathBuf {
+        self.bundle_with_env(name, signer, isv_svn, debug, variant, &["PROBE_MODE"])
+    }
+
+    /// [`Fixture::bundle`] whose measured manifest lets the launcher set `env_passthrough`.
+    fn bundle_with_env(
+        &self,
+        name: &str,
+        signer: u8,
+        isv_svn: u16,
+        debug: bool,
+        variant: &str,
+        env_passthrough: &[&str],
+    ) -> PathBuf {
         let out = self.path().join(name);
         let spec = BundleSpec {
             name: "probe".into(),
@@ -115,7 +130,7 @@ impl Fixture {
             debug,
             entrypoint: "bin/dctee-probe".into(),
             args: vec![],
-            env_passthrough: vec!["PROBE_MODE".into()],
+            env_passthrough: env_passthrough.iter().map(|s| s.to_string()).collect(),
             trust: TrustRoots {
                 authorized_enclaves: vec![],
                 committee_keys: vec![variant.to_string()],
@@ -648,4 +663,254 @@ fn only_the_enclave_holds_its_channel_not_the_processes_it_starts() {
 
     let _ = holder.kill();
     let _ = holder.wait();
+}
+
+/// `dctee-sim launch` with `fds` inherited at the given descriptor numbers (as an agent
+/// passes the sockets it owns), `--listen-fd` options included in `opts`.
+fn launch_inheriting(
+    p: &Platform,
+    bundle: &Path,
+    cwd: &Path,
+    fds: &[(RawFd, RawFd)],
+    opts: &[&str],
+    args: &[&str],
+) -> (i32, String) {
+    let mut cmd = Command::new(SIM);
+    cmd.arg("launch")
+        .arg("--state")
+        .arg(&p.state)
+        .args(opts)
+        .arg(bundle)
+        .arg("--")
+        .args(args)
+        .current_dir(cwd);
+    let fds = fds.to_vec();
+    // SAFETY: fcntl and dup2 only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // All out of the way first, then to the numbers the launcher is told (dup2 leaves
+            // them inheritable).
+            let mut tmp = [0; 8];
+            for (i, &(src, _)) in fds.iter().enumerate() {
+                tmp[i] = libc::fcntl(src, libc::F_DUPFD_CLOEXEC, 600);
+                if tmp[i] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, &(_, to)) in fds.iter().enumerate() {
+                if libc::dup2(tmp[i], to) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn env_of(out: &str) -> Vec<String> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("env:"))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn passed_listening_sockets_reach_the_enclave_by_socket_activation() {
+    let f = Fixture::new();
+    let p = Platform::start(&f.path().join("state"), None);
+    let a = f.bundle("a", 1, 1, false, "a");
+
+    // Without sockets the enclave's environment is what it always was.
+    let out = p.ok(&a, f.path(), &["env"]);
+    assert_eq!(
+        env_of(&out),
+        ["DCTEE_SIM_FD=3", "PATH=/usr/local/bin:/usr/bin:/bin"],
+        "{out}"
+    );
+
+    let data = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let pass = [(data.as_raw_fd(), 7), (admin.as_raw_fd(), 12)];
+    let opts = ["--listen-fd", "data=7", "--listen-fd", "admin=12"];
+
+    // The sockets at 3 and 4, the channel after them; only the platform's variables.
+    let (code, out) = launch_inheriting(&p, &a, f.path(), &pass, &opts, &["env"]);
+    assert_eq!(code, 0, "{out}");
+    let pid = field(&out, "pid");
+    assert_eq!(
+        env_of(&out),
+        [
+            "DCTEE_SIM_FD=5".to_string(),
+            "LISTEN_FDNAMES=data:admin".into(),
+            "LISTEN_FDS=2".into(),
+            format!("LISTEN_PID={pid}"),
+            "PATH=/usr/local/bin:/usr/bin:/bin".into(),
+        ],
+        "{out}"
+    );
+    let (code, out) = launch_inheriting(&p, &a, f.path(), &pass, &opts, &["open-fds"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(field(&out, "fds"), "0,1,2,3,4,5", "{out}");
+
+    // The enclave serves a connection made before it even started: it waited in the queue of
+    // a socket the test owns.
+    let mut early = std::net::TcpStream::connect(admin.local_addr().unwrap()).unwrap();
+    let (code, out) = launch_inheriting(&p, &a, f.path(), &pass, &opts, &["accept-once", "admin"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(field(&out, "listeners"), "data,admin", "{out}");
+    assert_eq!(field(&out, "fds"), "3,4", "{out}");
+    assert_eq!(field(&out, "accepted"), "admin", "{out}");
+    let mut line = String::new();
+    early.read_to_string(&mut line).unwrap();
+    assert_eq!(line, "hello from the enclave on admin\n");
+
+    // The enclave is gone and so is the launcher; the socket is still the test's, listening.
+    let c = std::net::TcpStream::connect(data.local_addr().unwrap()).unwrap();
+    let (served, _) = data.accept().unwrap();
+    assert_eq!(served.peer_addr().unwrap(), c.local_addr().unwrap());
+}
+
+#[test]
+fn only_listening_tcp_sockets_can_be_passed() {
+    use dc_tee::sim::control::{Event, LaunchRequest, LaunchWithListeners, MAX_CONTROL_FRAME};
+    use std::os::fd::AsFd;
+    let f = Fixture::new();
+    let p = Platform::start(&f.path().join("state"), None);
+    let a = f.bundle("a", 1, 1, false, "a");
+
+    // The launcher refuses before anything reaches the platform...
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let not_listening = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let file = std::fs::File::open(PROBE).unwrap();
+    for (what, fd) in [
+        ("connected", not_listening.as_raw_fd()),
+        ("udp", udp.as_raw_fd()),
+        ("file", file.as_raw_fd()),
+    ] {
+        let (code, out) = launch_inheriting(
+            &p,
+            &a,
+            f.path(),
+            &[(fd, 9)],
+            &["--listen-fd", "data=9"],
+            &["identity"],
+        );
+        assert_eq!(code, 125, "{what}: {out}");
+        assert!(out.contains("only listening TCP sockets"), "{what}: {out}");
+        assert!(
+            !out.contains("mrenclave="),
+            "{what}: the enclave ran: {out}"
+        );
+    }
+    let (code, out) = launch_inheriting(
+        &p,
+        &a,
+        f.path(),
+        &[],
+        &["--listen-fd", "data=9"],
+        &["identity"],
+    );
+    assert_eq!(code, 125, "a descriptor that is not open: {out}");
+    for bad in ["data", "=9", "a:b=9", "data=2", "data=x"] {
+        let (code, out) =
+            launch_inheriting(&p, &a, f.path(), &[], &["--listen-fd", bad], &["identity"]);
+        assert_eq!(code, 125, "{bad}: {out}");
+    }
+
+    // ...and the platform refuses on its own, whatever a client sends.
+    let request = LaunchRequest {
+        bundle: a.display().to_string(),
+        cwd: f.path().display().to_string(),
+        args: vec!["identity".into()],
+        env: vec![],
+    };
+    let refusal = |names: &[&str], fds: &[std::os::fd::BorrowedFd<'_>]| {
+        let mut conn =
+            std::os::unix::net::UnixStream::connect(p.state.join("control.sock")).unwrap();
+        let req = LaunchWithListeners {
+            request: request.clone(),
+            listener_names: names.iter().map(|s| s.to_string()).collect(),
+        };
+        dc_tee::sim::wire::write_frame(&mut conn, &req.encode()).unwrap();
+        if fds.is_empty() {
+            let _ = conn.shutdown(std::net::Shutdown::Write);
+        } else {
+            dc_tee_sim::fds::send_fds(&conn, fds).unwrap();
+        }
+        let mut events = Vec::new();
+        while let Ok(Some(frame)) = dc_tee::sim::wire::read_frame(&mut conn, MAX_CONTROL_FRAME) {
+            events.push(Event::decode(&frame).unwrap());
+        }
+        match events.as_slice() {
+            [Event::Error(m)] => m.clone(),
+            other => panic!("{names:?}: expected one refusal, got {other:?}"),
+        }
+    };
+    let m = refusal(&["data"], &[udp.as_fd()]);
+    assert!(m.contains("only listening TCP sockets"), "{m}");
+    let m = refusal(&["data"], &[not_listening.as_fd()]);
+    assert!(m.contains("not listening"), "{m}");
+    let m = refusal(&["data", "admin"], &[l.as_fd()]);
+    assert!(m.contains("names 2 listening sockets but 1"), "{m}");
+    let m = refusal(&["data"], &[]);
+    assert!(m.contains("receiving the listening sockets"), "{m}");
+    let nine: Vec<_> = (0..9).map(|_| l.as_fd()).collect();
+    let m = refusal(&["data"], &nine);
+    assert!(m.contains("more than 8"), "{m}");
+    // The platform kept none of them and still launches.
+    p.ok(&a, f.path(), &["identity"]);
+}
+
+#[test]
+fn the_launcher_cannot_set_the_socket_activation_variables() {
+    let f = Fixture::new();
+    let p = Platform::start(&f.path().join("state"), None);
+    // Even listed in the measured manifest, these are the platform's to set.
+    let reserved = ["LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID", "DCTEE_SIM_FD"];
+    let mut listed = reserved.to_vec();
+    listed.push("PROBE_MODE");
+    let a = f.bundle_with_env("a", 1, 1, false, "a", &listed);
+    for (k, v) in [
+        ("LISTEN_FDS", "9"),
+        ("LISTEN_FDNAMES", "data"),
+        ("LISTEN_PID", "1"),
+        ("DCTEE_SIM_FD", "0"),
+    ] {
+        let out = Command::new(SIM)
+            .args(["launch", "--state"])
+            .arg(&p.state)
+            .args(["--env", &format!("{k}={v}")])
+            .arg(&a)
+            .args(["--", "env"])
+            .current_dir(f.path())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(125), "{k}: {text}");
+        assert!(text.contains("only the platform sets it"), "{k}: {text}");
+        assert!(!text.contains("env:"), "{k}: the enclave ran: {text}");
+    }
+    // A listed, unreserved variable still passes.
+    let out = Command::new(SIM)
+        .args(["launch", "--state"])
+        .arg(&p.state)
+        .args(["--env", "PROBE_MODE=x"])
+        .arg(&a)
+        .args(["--", "env"])
+        .current_dir(f.path())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("env:PROBE_MODE=x"));
 }

@@ -19,6 +19,9 @@
 //!   garbage | oversized            violate the channel protocol, then try a request
 //!   hold SECONDS                   stay up, asking for reports, for this long
 //!   manifest                       print the measured manifest
+//!   env                            print the environment, sorted, before taking anything
+//!   accept-once NAME               take the passed listening sockets (LISTEN_FDS), accept one
+//!                                  connection on the one named NAME, write a line to it
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -215,6 +218,39 @@ fn run(args: &[String]) -> Result<(), String> {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             println!("served {n} round trips");
+        }
+        "env" => {
+            let mut vars: Vec<String> = std::env::vars_os()
+                .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
+                .collect();
+            vars.sort();
+            println!("pid={}", std::process::id());
+            for v in vars {
+                println!("env:{v}");
+            }
+        }
+        "accept-once" => {
+            let name = a(1)?;
+            let listeners = dc_tee::sim::listen_fds_from_env().map_err(|e| e.to_string())?;
+            let names: Vec<&str> = listeners.iter().map(|(n, _)| n.as_str()).collect();
+            println!("listeners={}", names.join(","));
+            println!(
+                "fds={}",
+                listeners
+                    .iter()
+                    .map(|(_, l)| l.as_raw_fd().to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            // The channel still works: it follows the sockets.
+            tee()?.target_info().map_err(|e| e.to_string())?;
+            let (_, l) = listeners
+                .iter()
+                .find(|(n, _)| n == name)
+                .ok_or_else(|| format!("no listening socket named {name}"))?;
+            let (mut conn, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
+            writeln!(conn, "hello from the enclave on {name}").map_err(|e| e.to_string())?;
+            println!("accepted={name}");
         }
         "manifest" => {
             let m = tee()?.measured_manifest().map_err(|e| e.to_string())?;
