@@ -390,19 +390,92 @@ impl Default for ServeLimits {
     }
 }
 
+/// How [`serve_draining`] winds down once its shutdown future resolves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Drain {
+    /// For this long after shutdown, open connections stay open and every response carries
+    /// `Connection: close`: a keep-alive client's next request is still answered, and the
+    /// client then moves to a new connection instead of writing into one being closed. Then
+    /// idle connections are closed. Zero: idle connections close at once.
+    pub linger: Duration,
+    /// Requests still in progress this long after shutdown are cut (their connections
+    /// dropped).
+    pub deadline: Duration,
+}
+
+impl Drain {
+    /// What [`serve`] does: idle connections close at once, a second for the rest.
+    pub const QUICK: Drain = Drain {
+        linger: Duration::ZERO,
+        deadline: Duration::from_secs(1),
+    };
+}
+
+/// What a drain found and did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Connections open when shutdown came.
+    pub open_at_shutdown: usize,
+    /// Connections still open at the deadline, cut.
+    pub cut: usize,
+    /// From shutdown to the last connection closed (or cut).
+    pub took: Duration,
+}
+
 /// Serves `router` on `listener` with the limits every port of ours needs — which
 /// `axum::serve` does not set: a header-read deadline, a connection cap, a connection
 /// lifetime. (Body size and request deadlines are layers on the router.) Returns when
-/// `shutdown` resolves, after giving open connections a second to finish.
+/// `shutdown` resolves, after giving open connections a second to finish
+/// ([`Drain::QUICK`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     limits: ServeLimits,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    serve_draining(listener, router, limits, Drain::QUICK, shutdown).await;
+}
+
+/// [`serve`], winding down by `drain` once `shutdown` resolves:
+///
+/// 1. stop accepting at once and close this process's descriptor of the listening socket —
+///    only this one: a socket shared with other processes (passed by socket activation) stays
+///    open in them, with its accept queue, and connections arriving meanwhile wait there for
+///    the next server;
+/// 2. for [`Drain::linger`], keep serving the open connections, every response with
+///    `Connection: close`;
+/// 3. then close idle connections and let requests in progress finish (with `Connection:
+///    close`), until [`Drain::deadline`] after shutdown, when whatever is left is cut.
+pub async fn serve_draining(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    limits: ServeLimits,
+    drain: Drain,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> DrainReport {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
+    let draining = Arc::new(AtomicBool::new(false));
+    let router = if drain.linger.is_zero() {
+        router
+    } else {
+        let draining = draining.clone();
+        router.layer(middleware::from_fn(move |req: Request, next: Next| {
+            let draining = draining.clone();
+            async move {
+                let mut resp = next.run(req).await;
+                if draining.load(Ordering::SeqCst) {
+                    resp.headers_mut().insert(
+                        header::CONNECTION,
+                        header::HeaderValue::from_static("close"),
+                    );
+                }
+                resp
+            }
+        }))
+    };
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
@@ -435,21 +508,37 @@ pub async fn serve(
                 _ = &mut conn => {}
                 _ = tokio::time::sleep(limits.max_connection_life) => {}
                 _ = stop.changed() => {
-                    // Idle keep-alive connections close now; a request in flight finishes.
+                    // Idle keep-alive connections close now; a request in flight finishes,
+                    // unless the drain's deadline cuts it first (below, `abort_all`).
                     conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(1), &mut conn).await;
+                    let _ = (&mut conn).await;
                 }
             }
             drop(permit);
         });
         while tasks.try_join_next().is_some() {}
     }
-    // Free the port at once, then let open connections wind down.
+    // Stop accepting: free the port (or our copy of a shared socket) at once.
+    let started = tokio::time::Instant::now();
     drop(listener);
+    draining.store(true, Ordering::SeqCst);
+    while tasks.try_join_next().is_some() {}
+    let open_at_shutdown = tasks.len();
+    if !drain.linger.is_zero() {
+        let _ = tokio::time::timeout(drain.linger, join_all(&mut tasks)).await;
+    }
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
+    let rest = drain.deadline.saturating_sub(started.elapsed());
+    let _ = tokio::time::timeout(rest, join_all(&mut tasks)).await;
+    let cut = tasks.len();
     tasks.abort_all();
+    DrainReport {
+        open_at_shutdown,
+        cut,
+        took: started.elapsed(),
+    }
+}
+
+async fn join_all(tasks: &mut tokio::task::JoinSet<()>) {
+    while tasks.join_next().await.is_some() {}
 }
