@@ -8,8 +8,6 @@
 //! - [`broker`]: the host-side launch broker for an agent inside Gramine.
 //! - [`control_frames`]: the launch protocol's frames over TCP, spoken by both of them.
 //! - [`api`]: the HTTP API on 127.0.0.1:6666.
-//! - [`lab`]: a whole local deployment (platform, committee, bundles, feed, agent) for the demo
-//!   and the end-to-end tests.
 
 pub mod agent;
 pub mod api;
@@ -18,6 +16,5 @@ pub mod control_frames;
 pub mod crash;
 pub mod download;
 pub mod journal;
-pub mod lab;
 pub mod launcher;
 pub mod source;

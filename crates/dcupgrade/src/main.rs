@@ -1,5 +1,6 @@
 //! `dcupgrade`: the DC upgrade agent (`run`, inside an enclave), its operator commands
-//! (`status`, `pause`, `resume`) and the demo upgrade (`demo`).
+//! (`status`, `pause`, `resume`, `check`) and the host-side launch broker (`launch-broker`).
+//! The demo upgrade is a separate program, `dcupgrade-demo` (crate `dc-lab`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,7 +16,6 @@ use dcupgrade::launcher::SimLauncher;
 use tracing::info;
 
 mod check;
-mod demo;
 
 #[derive(Parser)]
 #[command(
@@ -49,8 +49,6 @@ enum Cmd {
         #[arg(long, default_value = "http://127.0.0.1:6666")]
         url: String,
     },
-    /// The demo upgrade on the software TEE platform and a local feed.
-    Demo(demo::DemoArgs),
     /// The host-side launch broker for Gramine-SGX deployments: starts and stops node
     /// enclaves for an agent running inside Gramine (run it on the host, not in an enclave).
     LaunchBroker {
@@ -149,16 +147,11 @@ struct RunArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let filter_var = if matches!(cli.cmd, Cmd::Run(_)) {
-        "DCUPGRADE_LOG"
-    } else {
-        "DCUPGRADE_DEMO_LOG"
-    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env(filter_var)
+            tracing_subscriber::EnvFilter::try_from_env("DCUPGRADE_LOG")
                 .unwrap_or_else(|_| "info".into()),
         )
         .init();
@@ -179,7 +172,6 @@ fn main() -> std::process::ExitCode {
             Cmd::Status { url, json } => status(&url, json).await,
             Cmd::Pause { url } => post(&url, "/v1/pause").await,
             Cmd::Resume { url } => post(&url, "/v1/resume").await,
-            Cmd::Demo(a) => demo::run(a).await,
             Cmd::Check(a) => check::run(a).await,
             Cmd::LaunchBroker {
                 listen,

@@ -1,7 +1,10 @@
-//! A complete local deployment on the software TEE platform, for `dcupgrade demo` and the
-//! end-to-end tests: a platform, a dev committee, node and agent bundles, a local feed, and the
-//! agent (which supervises the node). Everything runs as real processes on loopback, under one
-//! directory; dropping the lab stops them.
+//! `dc-lab`: a complete local deployment on the software TEE platform, for the demo upgrade
+//! (`dcupgrade-demo`) and the end-to-end tests: a platform, a dev committee, node and agent
+//! bundles, a local feed, and the agent (which supervises the node). Everything runs as real
+//! processes on loopback, under one directory; dropping the lab stops them.
+//!
+//! Nothing here is part of the agent: the lab drives the `dctee-sim`, `dcnode` and `dcupgrade`
+//! binaries from outside and reads the agent's state through its HTTP API and journal file.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -14,7 +17,7 @@ use dc_release::feed::LocalFeed;
 use dc_release::{digest_file, Artifact, ReleaseRecord, Role, SignedRecord};
 use dc_tee::Measurement;
 
-use crate::agent::StatusView;
+use dcupgrade::agent::StatusView;
 
 /// The three programs a lab runs.
 #[derive(Clone, Debug)]
@@ -494,8 +497,8 @@ impl Lab {
     }
 
     /// The agent's journal as it stands on disk.
-    pub fn journal(&self) -> Result<Option<crate::journal::State>, String> {
-        crate::journal::UnauthenticatedJournal::new(&self.dir.join("agent").join("journal"))
+    pub fn journal(&self) -> Result<Option<dcupgrade::journal::State>, String> {
+        dcupgrade::journal::UnauthenticatedJournal::new(&self.dir.join("agent").join("journal"))
             .load()
             .map_err(|e| e.to_string())
     }
@@ -570,7 +573,7 @@ impl Lab {
         self.wait_for(timeout, &format!("node {version} serving"), move |s| {
             s.node_running
                 && s.state.as_ref().is_some_and(|st| {
-                    st.current.version == v && st.phase == crate::journal::Phase::Idle
+                    st.current.version == v && st.phase == dcupgrade::journal::Phase::Idle
                 })
         })
         .await

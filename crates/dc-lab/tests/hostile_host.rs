@@ -10,11 +10,11 @@ use std::process::Command;
 
 use common::{world, T};
 use dc_bundle::{BundleSpec, SignerKey, TrustRoots};
+use dc_lab::AgentOptions;
 use dc_tee::Measurement;
-use dcupgrade::lab::AgentOptions;
 
 /// The node's own `/v1/status` (JSON).
-async fn node_status(lab: &dcupgrade::lab::Lab) -> serde_json::Value {
+async fn node_status(lab: &dc_lab::Lab) -> serde_json::Value {
     reqwest::Client::new()
         .get(format!("{}/v1/status", lab.node_url()))
         .send()
@@ -32,14 +32,17 @@ fn field(v: &serde_json::Value, k: &str) -> String {
         .to_string()
 }
 
-fn sealed_path(lab: &dcupgrade::lab::Lab, m: &Measurement) -> PathBuf {
-    lab.dir.join("node-data").join("keys").join(format!("{m}.sealed"))
+fn sealed_path(lab: &dc_lab::Lab, m: &Measurement) -> PathBuf {
+    lab.dir
+        .join("node-data")
+        .join("keys")
+        .join(format!("{m}.sealed"))
 }
 
 /// An enclave of the host's own: the platform's probe program, signed by a key the host made,
 /// with the node's ISVPRODID and ISVSVN (anyone can sign such an enclave under flexible launch
 /// control). Runs `args` in `cwd`; returns the exit code and output.
-fn run_host_enclave(lab: &dcupgrade::lab::Lab, cwd: &Path, args: &[&str]) -> (i32, String) {
+fn run_host_enclave(lab: &dc_lab::Lab, cwd: &Path, args: &[&str]) -> (i32, String) {
     let bundle = lab.dir.join("bundles").join("host-enclave");
     if !bundle.exists() {
         let probe = lab.bins.sim.parent().unwrap().join("dctee-probe");
@@ -129,7 +132,10 @@ async fn a_planted_keyring_blob_is_refused_and_the_node_keeps_its_keys() {
     );
     assert_eq!(std::fs::read(&path).unwrap(), planted, "blob modified");
     let keys = std::fs::read_dir(path.parent().unwrap()).unwrap().count();
-    assert_eq!(keys, 1, "a new keyring was generated beside the planted one");
+    assert_eq!(
+        keys, 1,
+        "a new keyring was generated beside the planted one"
+    );
 
     // Restoring the genuine blob brings the node back with its original keys.
     w.lab.stop_agent();
@@ -219,7 +225,10 @@ async fn a_fifo_in_the_feed_is_refused_and_does_not_stall_the_agent() {
     // SAFETY: mkfifo(3) with a valid path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
     let refusals = w.refusals_matching("not a regular file").await;
-    assert!(refusals.iter().any(|r| r.contains("0-stall.json")), "{refusals:?}");
+    assert!(
+        refusals.iter().any(|r| r.contains("0-stall.json")),
+        "{refusals:?}"
+    );
     let v2 = w.lab.build_node("2.0.0", 2, "", &[]).unwrap();
     w.lab.publish(&v2.record).unwrap();
     w.settled_on("2.0.0").await;
@@ -244,8 +253,7 @@ async fn a_signed_debug_build_is_refused_before_the_node_is_touched() {
 /// from its old sealed keyring (the agent re-initialized on it). It still reads what was
 /// written before it was retired, and nothing written after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_old_version_restarted_from_its_old_blob_reads_only_data_from_before_its_retirement()
-{
+async fn an_old_version_restarted_from_its_old_blob_reads_only_data_from_before_its_retirement() {
     let mut w = world().await;
     let v2 = w.lab.build_node("2.0.0", 2, "", &[]).unwrap();
     w.lab.publish(&v2.record).unwrap();
@@ -253,7 +261,10 @@ async fn an_old_version_restarted_from_its_old_blob_reads_only_data_from_before_
     let st = node_status(&w.lab).await;
     assert_eq!(st["data_generation"], 2, "{st}");
     assert_eq!(field(&st, "keyring_floor"), "2.0.0");
-    w.lab.put("after-upgrade", b"written by 2.0.0").await.unwrap();
+    w.lab
+        .put("after-upgrade", b"written by 2.0.0")
+        .await
+        .unwrap();
 
     // The host wipes the agent and brings 1.0.0 back on the same data directory.
     w.lab.stop_agent();

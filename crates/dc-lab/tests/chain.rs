@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use dc_chain::storage::{self, encode, DcProgramInfo, EnclaveIdEntry};
 use dc_chain::testnet::Testnet;
+use dc_lab::{Lab, NodeRelease};
 use dcupgrade::agent::now_ms;
 use dcupgrade::journal::Phase;
-use dcupgrade::lab::{Lab, NodeRelease};
 
 mod common;
 use common::{bins, AGENT, T};
@@ -197,7 +197,7 @@ async fn check_prints_the_finalized_state_each_signature_and_the_decision() {
         .await
         .unwrap();
     let run = |current: &str, json: bool| {
-        let mut c = std::process::Command::new(AGENT);
+        let mut c = std::process::Command::new(&*AGENT);
         c.args([
             "check",
             "--chain",

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use dc_chain::storage::{self, encode, DcProgramInfo, EnclaveIdEntry};
 use dc_chain::testnet::Testnet;
+use dc_lab::{Bins, Lab};
 use dcupgrade::agent::now_ms;
-use dcupgrade::lab::{Bins, Lab};
 
 fn main() {
     let runs: u32 = std::env::var("RUNS")

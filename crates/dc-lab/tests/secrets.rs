@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
-use dcupgrade::lab::AgentOptions;
+use dc_lab::AgentOptions;
 
 const SEED: &str = "5eed5eed5eed5eed";
 
@@ -110,7 +110,7 @@ async fn no_key_bytes_in_any_log_status_or_error_at_trace_level() {
         ),
     ];
     for json in [false, true] {
-        let mut c = std::process::Command::new(common::AGENT);
+        let mut c = std::process::Command::new(&*common::AGENT);
         c.args(["status", "--url", &w.lab.agent_url()]);
         if json {
             c.arg("--json");

@@ -1,12 +1,16 @@
 //! Shared by the end-to-end tests: a lab with v1 serving some objects.
 #![allow(dead_code)]
 
+use std::path::PathBuf;
+use std::sync::LazyLock;
 use std::time::Duration;
 
+use dc_lab::{AgentOptions, Bins, Lab, NodeRelease};
 use dcupgrade::journal::Phase;
-use dcupgrade::lab::{AgentOptions, Bins, Lab, NodeRelease};
 
-pub const AGENT: &str = env!("CARGO_BIN_EXE_dcupgrade");
+/// The agent's binary, found like every program of the lab: next to this test's executable
+/// (`cargo build --workspace --bins` builds them; `scripts/test` does).
+pub static AGENT: LazyLock<PathBuf> = LazyLock::new(|| bins().agent);
 pub const T: Duration = Duration::from_secs(60);
 
 pub struct World {
@@ -17,14 +21,7 @@ pub struct World {
 }
 
 pub fn bins() -> Bins {
-    Bins::locate(
-        std::path::Path::new(AGENT)
-            .parent()
-            .unwrap()
-            .join("deps/x")
-            .as_path(),
-    )
-    .unwrap()
+    Bins::locate(&std::env::current_exe().unwrap()).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A lab whose agent serves v1 (built with `v1_args` measured) with eight objects stored.

@@ -12,7 +12,7 @@ mod common;
 use std::time::Duration;
 
 use common::{world, world_with, World};
-use dcupgrade::lab::AgentOptions;
+use dc_lab::AgentOptions;
 
 /// What a crash at `point` must end in: a crash before anything was journaled retries; one
 /// after the new node was verified healthy commits; everything between ends on v1.

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{world, AGENT, T};
+use common::{world, T};
 use dc_release::{ReleaseRecord, SignedRecord};
 use dcupgrade::journal::Phase;
 
@@ -181,8 +181,8 @@ async fn new_version_that_fails_its_health_check_is_rolled_back() {
 
 #[test]
 fn the_demo_command_succeeds() {
-    let out = std::process::Command::new(AGENT)
-        .args(["demo", "--objects", "5"])
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dcupgrade-demo"))
+        .args(["--objects", "5"])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

@@ -1,4 +1,4 @@
-//! `dcupgrade demo`: a whole upgrade on the software TEE platform, measured from outside.
+//! `dcupgrade-demo`: a whole upgrade on the software TEE platform, measured from outside.
 //!
 //! Starts the platform, makes a dev committee, builds dcnode v1 and v2 and the agent, starts
 //! the agent (which starts v1), stores objects, publishes v2 to the local feed, lets the agent
@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use dc_lab::{Bins, Lab};
 use dcupgrade::agent::now_ms;
-use dcupgrade::lab::{Bins, Lab};
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
