@@ -122,12 +122,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), KeystoreError> {
 }
 
 /// An exclusive lock on a data directory, held for the life of the node: two nodes must
-/// never run on one data directory (two enclaves with one identity serving at once).
+/// never run on one data directory (two enclaves with one identity serving at once), and only
+/// the holder opens the object store, so there is never more than one writer.
+///
+/// A `flock(2)` on `DATA/.lock`: the kernel releases it when the holding process is gone
+/// (after all its threads, so after any write in progress), including after `kill -9`.
 pub struct DataDirLock(#[allow(dead_code)] fs::File);
 
 impl DataDirLock {
-    pub fn acquire(data_dir: &Path) -> Result<Self, KeystoreError> {
-        use std::os::fd::AsRawFd;
+    fn open(data_dir: &Path) -> Result<(fs::File, PathBuf), KeystoreError> {
         let path = data_dir.join(".lock");
         let f = fs::OpenOptions::new()
             .create(true)
@@ -135,6 +138,13 @@ impl DataDirLock {
             .write(true)
             .open(&path)
             .map_err(io(&path))?;
+        Ok((f, path))
+    }
+
+    /// Takes the lock, or fails at once if another node holds it.
+    pub fn acquire(data_dir: &Path) -> Result<Self, KeystoreError> {
+        use std::os::fd::AsRawFd;
+        let (f, path) = Self::open(data_dir)?;
         // SAFETY: flock(2) on a file descriptor we own.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(KeystoreError::Io {
@@ -143,6 +153,23 @@ impl DataDirLock {
             });
         }
         Ok(Self(f))
+    }
+
+    /// Takes the lock, waiting as long as it takes for the node that holds it to exit: a
+    /// standby's way in. Blocks the calling thread; the lock is granted the moment it is free.
+    pub fn wait(data_dir: &Path) -> Result<Self, KeystoreError> {
+        use std::os::fd::AsRawFd;
+        let (f, path) = Self::open(data_dir)?;
+        loop {
+            // SAFETY: flock(2) on a file descriptor we own.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(Self(f));
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(KeystoreError::Io { path, source: e });
+            }
+        }
     }
 }
 
@@ -166,5 +193,26 @@ mod tests {
             DataDirLock::acquire(t.path()).is_ok(),
             "the lock goes with the node"
         );
+    }
+
+    #[test]
+    fn a_standby_waits_for_the_lock_and_gets_it_when_the_holder_lets_go() {
+        let t = tempfile::tempdir().unwrap();
+        let serving = DataDirLock::acquire(t.path()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let dir = t.path().to_path_buf();
+        std::thread::spawn(move || {
+            let lock = DataDirLock::wait(&dir);
+            tx.send(lock.map(|_| ())).unwrap();
+        });
+        // Not while the serving node holds it...
+        assert!(rx
+            .recv_timeout(std::time::Duration::from_millis(300))
+            .is_err());
+        drop(serving);
+        // ...and at once when it lets go.
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the lock was not handed on")
+            .unwrap();
     }
 }
