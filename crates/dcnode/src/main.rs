@@ -1,5 +1,18 @@
 //! `dcnode`: the reference DC storage node. Runs as an enclave (under `dctee-sim launch` on
 //! the software platform).
+//!
+//! Data API socket: a listening socket passed by socket activation under the name `data`
+//! (`LISTEN_FDS`/`LISTEN_FDNAMES`, e.g. `dctee-sim launch --listen-fd data=FD`) if there is
+//! one, else `--listen`. On SIGTERM the node drains: it stops accepting at once (closing only
+//! its own copy of a passed socket, whose queue keeps new connections for the next node),
+//! answers open connections with `Connection: close` for `--drain-linger-ms`, then closes idle
+//! ones and lets requests in progress finish until `--drain-deadline-ms`, and exits; the
+//! data-directory lock goes with the process.
+//!
+//! Standby (`--standby --upgrader URL`): receives and seals the keys while another node still
+//! serves the data directory, prints `dcnode standby VERSION MRENCLAVE`, waits for the
+//! data-directory lock, and only then opens the store, binds the upgrade port, serves and
+//! prints `dcnode ready VERSION MRENCLAVE`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,6 +52,21 @@ struct Args {
     /// DCUpgrade to receive keys from when this version has none of its own.
     #[arg(long)]
     upgrader: Option<String>,
+    /// Start as a standby while another node serves this data directory: receive the keys by
+    /// handover from --upgrader and seal them without taking the data-directory lock, print
+    /// `dcnode standby VERSION MRENCLAVE`, then wait (no deadline) for the lock, which the
+    /// serving node releases when it exits. Only then open the store, bind the upgrade port,
+    /// serve, and print `dcnode ready VERSION MRENCLAVE`.
+    #[arg(long, requires = "upgrader")]
+    standby: bool,
+    /// Drain on SIGTERM: for this long open connections are still answered, each response
+    /// with `Connection: close`; then idle connections are closed.
+    #[arg(long, default_value_t = 20, value_name = "MS")]
+    drain_linger_ms: u64,
+    /// Drain on SIGTERM: requests still in progress this long after it are cut. Keep it below
+    /// the launcher's stop grace (the software platform's is 5 s).
+    #[arg(long, default_value_t = 4000, value_name = "MS")]
+    drain_deadline_ms: u64,
     /// This release's committee-signed record, presented to handover peers as evidence.
     #[arg(long)]
     release_record: Option<PathBuf>,
@@ -96,6 +124,15 @@ fn main() -> std::process::ExitCode {
         )
         .init();
     let args = Args::parse();
+    // Before any thread starts: this edits the environment (the variables are removed so
+    // processes the node starts do not inherit them).
+    let passed = match dc_tee::sim::listen_fds_from_env() {
+        Ok(p) => p,
+        Err(e) => {
+            error!("listening sockets passed to this node: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -107,8 +144,16 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(args)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    let result = rt.block_on(run(args, passed));
+    // Whatever is still running (a request cut at the drain deadline) ends with the process.
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    match result {
+        Ok(lock) => {
+            // Released by the kernel once every thread of this process is gone, so no write
+            // of ours can follow the next node's opening of the store.
+            std::mem::forget(lock);
+            std::process::ExitCode::SUCCESS
+        }
         Err(e) => {
             error!("{e:#}");
             std::process::ExitCode::FAILURE
@@ -116,7 +161,45 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(args: Args) -> Result<()> {
+/// The passed socket named `data`, if any; others are closed (with a warning).
+fn data_socket(
+    passed: Vec<(String, std::net::TcpListener)>,
+) -> Result<Option<std::net::TcpListener>> {
+    let mut data = None;
+    for (name, l) in passed {
+        if name == "data" {
+            if data.is_some() {
+                bail!("two listening sockets named data were passed");
+            }
+            data = Some(l);
+        } else {
+            warn!(name = %name, "a listening socket this node has no use for was passed; closing it");
+        }
+    }
+    Ok(data)
+}
+
+/// Waits for the data-directory lock without holding up the runtime; no deadline (the agent
+/// stops a standby it gives up on, which ends the wait with the process).
+async fn wait_for_lock(data: &std::path::Path) -> Result<dcnode::keystore::DataDirLock> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let dir = data.to_path_buf();
+    // A thread of its own, not the blocking pool: it may wait for ever, and the runtime must
+    // not wait for it at shutdown.
+    std::thread::Builder::new()
+        .name("data-dir-lock".into())
+        .spawn(move || {
+            let _ = tx.send(dcnode::keystore::DataDirLock::wait(&dir));
+        })
+        .context("starting the lock waiter")?;
+    Ok(rx.await.context("the lock waiter ended")??)
+}
+
+async fn run(
+    args: Args,
+    passed: Vec<(String, std::net::TcpListener)>,
+) -> Result<dcnode::keystore::DataDirLock> {
+    let data_socket = data_socket(passed)?;
     let opened =
         dc_tee::open().context("no TEE: run under Gramine-SGX or the software platform")?;
     let tee = opened.tee;
@@ -161,8 +244,14 @@ async fn run(args: Args) -> Result<()> {
     }
 
     std::fs::create_dir_all(&args.data).with_context(|| args.data.display().to_string())?;
-    // Held until exit: no second node on this data directory, whatever a launcher does.
-    let _lock = dcnode::keystore::DataDirLock::acquire(&args.data)?;
+    // Held until exit: no second node on this data directory, whatever a launcher does. A
+    // standby takes it only after its keys are sealed (its own blob, which the serving node
+    // never touches), and opens nothing else before.
+    let mut lock = if args.standby {
+        None
+    } else {
+        Some(dcnode::keystore::DataDirLock::acquire(&args.data)?)
+    };
     let keystore = Keystore::new(&args.data);
     let situation = Situation {
         own_sealed: keystore.path_for(&me.mr_enclave).exists(),
@@ -245,6 +334,24 @@ async fn run(args: Args) -> Result<()> {
     if fault == Some(Fault::CrashAtStart) {
         bail!("fault injection: crashing at start");
     }
+    let lock = match lock.take() {
+        Some(l) => l,
+        None => {
+            // The agent waits for this line: keys held and sealed, nothing served.
+            println!("dcnode standby {} {}", version, me.mr_enclave);
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            info!(
+                "standby: keys sealed; waiting for the serving node to release the data directory"
+            );
+            let waited = std::time::Instant::now();
+            let l = wait_for_lock(&args.data).await?;
+            info!(
+                waited_ms = waited.elapsed().as_millis() as u64,
+                "the data directory is ours"
+            );
+            l
+        }
+    };
     let unverified = dcnode::custody::unverified_revocations(&ring, &committee);
     if unverified > 0 {
         warn!(unverified, "revocations in the keyring that this committee cannot verify are kept (they only restrict)");
@@ -348,29 +455,68 @@ async fn run(args: Args) -> Result<()> {
         }
     };
 
-    let data_listener = bind(args.listen).await?;
+    let (data_listener, data_addr) = match data_socket {
+        Some(l) => {
+            // O_NONBLOCK is shared with every holder of the socket; all of ours use it so.
+            l.set_nonblocking(true).context("the passed data socket")?;
+            let l = tokio::net::TcpListener::from_std(l).context("the passed data socket")?;
+            let addr = l.local_addr().context("the passed data socket")?;
+            (l, format!("{addr} (passed)"))
+        }
+        None => {
+            let l = bind(args.listen).await?;
+            let addr = l
+                .local_addr()
+                .map_or_else(|_| args.listen.to_string(), |a| a.to_string());
+            (l, addr)
+        }
+    };
     let upgrade_listener = bind(args.upgrade_listen).await?;
-    info!(data = %args.listen, upgrade = %args.upgrade_listen, "serving");
+    let upgrade_addr = upgrade_listener
+        .local_addr()
+        .map_or_else(|_| args.upgrade_listen.to_string(), |a| a.to_string());
+    // From here SIGTERM drains instead of killing.
+    let shutdown = shutdown_signal(node.clone())?;
+    info!(data = %data_addr, upgrade = %upgrade_addr, "serving");
     // Tests and the agent wait for this line on stdout.
     println!("dcnode ready {} {}", version, me.mr_enclave);
+    let _ = std::io::Write::flush(&mut std::io::stdout());
 
-    let shutdown = shutdown_signal(node.clone());
     let (tx, rx) = tokio::sync::watch::channel(false);
     let mut rx2 = rx.clone();
     let mut rx1 = rx;
     let limits = dc_handover::http::ServeLimits::default();
-    let data = dc_handover::http::serve(data_listener, api::router(node), limits, async move {
-        let _ = rx1.changed().await;
-    });
+    let drain = dc_handover::http::Drain {
+        linger: std::time::Duration::from_millis(args.drain_linger_ms),
+        deadline: std::time::Duration::from_millis(args.drain_deadline_ms),
+    };
+    let data = dc_handover::http::serve_draining(
+        data_listener,
+        api::router(node),
+        limits,
+        drain,
+        async move {
+            let _ = rx1.changed().await;
+        },
+    );
     let upgrade = dc_handover::http::serve(upgrade_listener, upgrade_app, limits, async move {
         let _ = rx2.changed().await;
     });
     let servers = tokio::spawn(async move { tokio::join!(data, upgrade) });
     shutdown.await;
     let _ = tx.send(true);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), servers).await;
+    let grace = drain.deadline + std::time::Duration::from_secs(1);
+    match tokio::time::timeout(grace, servers).await {
+        Ok(Ok((report, ()))) => info!(
+            open = report.open_at_shutdown,
+            cut = report.cut,
+            took_ms = report.took.as_millis() as u64,
+            "drained"
+        ),
+        _ => warn!("the servers did not stop within the drain deadline"),
+    }
     info!("stopped");
-    Ok(())
+    Ok(lock)
 }
 
 /// A node exchanges keys only with the upgrade agent (committee-signed upgrader record),
@@ -490,22 +636,19 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
         .with_context(|| format!("binding {addr}"))
 }
 
-async fn shutdown_signal(node: Arc<Node>) {
+/// Installs the SIGTERM/SIGINT handlers now (until then the default action, ending the
+/// process at once, applies: right for a standby, which serves nothing and holds no lock);
+/// the future resolves on the first signal.
+fn shutdown_signal(node: Arc<Node>) -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        _ => {
-            warn!("no signal handlers; stop with SIGKILL");
-            return std::future::pending().await;
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    node.ready.store(false, Ordering::SeqCst);
-    info!("stopping");
+        node.ready.store(false, Ordering::SeqCst);
+        info!("stopping: draining the data API");
+    })
 }
