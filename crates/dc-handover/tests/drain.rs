@@ -84,7 +84,7 @@ async fn start(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_answers_what_it_has_with_connection_close_and_leaves_the_socket_listening() {
     let drain = Drain {
-        linger: Duration::from_millis(600),
+        linger: Duration::from_millis(1500),
         deadline: Duration::from_secs(5),
     };
     let (shared, stop, server) = start(drain).await;
@@ -160,7 +160,7 @@ async fn a_drain_answers_what_it_has_with_connection_close_and_leaves_the_socket
 async fn without_linger_idle_connections_close_at_once_and_the_deadline_cuts_the_rest() {
     let drain = Drain {
         linger: Duration::ZERO,
-        deadline: Duration::from_millis(500),
+        deadline: Duration::from_secs(3),
     };
     let (shared, stop, server) = start(drain).await;
     let addr = shared.local_addr().unwrap();
@@ -179,8 +179,8 @@ async fn without_linger_idle_connections_close_at_once_and_the_deadline_cuts_the
     stop.send(()).unwrap();
     assert!(closed(&mut idle).await);
     assert!(
-        t.elapsed() < Duration::from_millis(400),
-        "idle closed at once"
+        t.elapsed() < Duration::from_millis(1500),
+        "idle closed at once, not at the deadline"
     );
     let report = tokio::time::timeout(Duration::from_secs(5), server)
         .await
