@@ -223,7 +223,13 @@ async fn response<A: Authorizer + 'static>(
     body: Bytes,
 ) -> HttpResponse {
     step(s, body, |st, h, m: Response| {
-        h.on_response(&*st.tee, &m, &(st.keyring)(), now_ms(), &mut OsRng.unwrap_err())
+        h.on_response(
+            &*st.tee,
+            &m,
+            &(st.keyring)(),
+            now_ms(),
+            &mut OsRng.unwrap_err(),
+        )
     })
     .await
 }

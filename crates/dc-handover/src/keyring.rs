@@ -273,7 +273,9 @@ impl Keyring {
             )));
         }
         if !valid_name(name) {
-            return Err(KeyringError::Invalid(format!("key name {name:?} is invalid")));
+            return Err(KeyringError::Invalid(format!(
+                "key name {name:?} is invalid"
+            )));
         }
         let mut s = Zeroizing::new(vec![0u8; 32]);
         rng.fill_bytes(&mut s);
@@ -542,7 +544,11 @@ mod tests {
         let mut r = ring();
         r.custody_mut().raise_floor(Version::new(2, 0, 0), 3);
         r.custody_mut().raise_floor(Version::new(1, 9, 0), 1);
-        assert_eq!(r.custody().floor, Version::new(2, 0, 0), "floors never go down");
+        assert_eq!(
+            r.custody().floor,
+            Version::new(2, 0, 0),
+            "floors never go down"
+        );
         assert_eq!(r.custody().floor_isv_svn, 3);
         r.custody_mut().released_to = Some(Destination {
             mr_enclave: Measurement([5; 32]),
@@ -604,11 +610,8 @@ mod tests {
         let d = Keyring::decode(&r.encode()).unwrap();
         assert!(d.ct_eq(&r));
         // A keyring with another secret under the same name and version does not extend.
-        let other = Keyring::new(
-            3,
-            vec![("data".into(), 2, Zeroizing::new(vec![0xEE; 32]))],
-        )
-        .unwrap();
+        let other =
+            Keyring::new(3, vec![("data".into(), 2, Zeroizing::new(vec![0xEE; 32]))]).unwrap();
         assert!(!r.extends(&other));
     }
 }

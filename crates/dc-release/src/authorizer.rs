@@ -108,7 +108,9 @@ impl Authorizer for CommitteeAuthorizer {
     /// A destination is a committee-signed *node* release (of the pinned product), not
     /// revoked. The holder applies its version and floor rules on top.
     fn authorize_destination(&self, evidence: &[u8]) -> Result<Destination, AuthzError> {
-        let v = self.verified(evidence).map_err(AuthzError::BadDestination)?;
+        let v = self
+            .verified(evidence)
+            .map_err(AuthzError::BadDestination)?;
         if v.role != Role::Node {
             return Err(AuthzError::BadDestination(format!(
                 "{} is not a node release",

@@ -112,8 +112,9 @@ impl ReleaseEvidence {
     pub fn to_json(&self) -> Vec<u8> {
         match self {
             Self::Record(r) => r.to_json(),
-            Self::Legacy(l) => serde_json::to_vec_pretty(&LegacyWrapper { legacy: l.clone() })
-                .expect("serializes"),
+            Self::Legacy(l) => {
+                serde_json::to_vec_pretty(&LegacyWrapper { legacy: l.clone() }).expect("serializes")
+            }
         }
     }
 

@@ -119,5 +119,10 @@ async fn readyz(State(node): State<Arc<Node>>) -> Response {
 }
 
 async fn status(State(node): State<Arc<Node>>) -> Json<Status> {
-    Json(node.status.read().unwrap_or_else(|p| p.into_inner()).clone())
+    Json(
+        node.status
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
+    )
 }

@@ -58,8 +58,8 @@ pub fn apply_revocation(
     evidence: &[u8],
     committee: &Committee,
 ) -> Result<(Measurement, Option<Keyring>), CustodyError> {
-    let signed = SignedRevocation::parse(evidence)
-        .map_err(|e| CustodyError::Revocation(e.to_string()))?;
+    let signed =
+        SignedRevocation::parse(evidence).map_err(|e| CustodyError::Revocation(e.to_string()))?;
     let m = signed
         .verify(committee)
         .map_err(|e| CustodyError::Revocation(e.to_string()))?;
@@ -104,9 +104,11 @@ mod tests {
     }
 
     fn received() -> Keyring {
-        let mut r =
-            Keyring::generate(&["data", "node-identity"], &mut rand_core::OsRng.unwrap_err())
-                .unwrap();
+        let mut r = Keyring::generate(
+            &["data", "node-identity"],
+            &mut rand_core::OsRng.unwrap_err(),
+        )
+        .unwrap();
         r.custody_mut().raise_floor(Version::new(1, 0, 0), 1);
         r.custody_mut().released_to = Some(me());
         r
@@ -122,14 +124,23 @@ mod tests {
         assert_eq!(ring.custody().floor_isv_svn, 2);
         assert_eq!(ring.custody().released_to, None);
         // A retry after a rolled-back attempt keeps the generation minted the first time.
-        let again =
-            adopt_received(&got, Some(ring.clone()), &me(), &mut rand_core::OsRng.unwrap_err())
-                .unwrap();
+        let again = adopt_received(
+            &got,
+            Some(ring.clone()),
+            &me(),
+            &mut rand_core::OsRng.unwrap_err(),
+        )
+        .unwrap();
         assert_eq!(again.fingerprint(), ring.fingerprint());
         // An own keyring of another lineage is never overwritten.
         let foreign = received();
         assert!(matches!(
-            adopt_received(&got, Some(foreign), &me(), &mut rand_core::OsRng.unwrap_err()),
+            adopt_received(
+                &got,
+                Some(foreign),
+                &me(),
+                &mut rand_core::OsRng.unwrap_err()
+            ),
             Err(CustodyError::Conflict)
         ));
     }
@@ -141,16 +152,25 @@ mod tests {
         let ring = received();
         let m = Measurement([9; 32]);
         let mut rev = SignedRevocation::new(&m, "key leak");
-        assert!(apply_revocation(&ring, &rev.to_json(), &c).is_err(), "unsigned");
+        assert!(
+            apply_revocation(&ring, &rev.to_json(), &c).is_err(),
+            "unsigned"
+        );
         rev.sign(&CommitteeSigner::from_seed([3; 32])).unwrap();
-        assert!(apply_revocation(&ring, &rev.to_json(), &c).is_err(), "foreign");
+        assert!(
+            apply_revocation(&ring, &rev.to_json(), &c).is_err(),
+            "foreign"
+        );
         rev.sign(&s).unwrap();
         let (got, next) = apply_revocation(&ring, &rev.to_json(), &c).unwrap();
         assert_eq!(got, m);
         let next = next.unwrap();
         assert!(next.custody().is_revoked(&m));
         assert_eq!(unverified_revocations(&next, &c), 0);
-        assert!(apply_revocation(&next, &rev.to_json(), &c).unwrap().1.is_none());
+        assert!(apply_revocation(&next, &rev.to_json(), &c)
+            .unwrap()
+            .1
+            .is_none());
         assert_eq!(next.fingerprint(), ring.fingerprint(), "keys unchanged");
     }
 }

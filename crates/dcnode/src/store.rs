@@ -126,27 +126,24 @@ impl ObjectStore {
             &self.dir.join(name),
             &[&MAGIC[..], &generation.to_le_bytes(), &nonce[..], &ct].concat(),
         )
-            .map_err(|e| StoreError::Io(e.to_string()))
+        .map_err(|e| StoreError::Io(e.to_string()))
     }
 
     pub fn get(&self, name: &str) -> Result<Vec<u8>, StoreError> {
         if !valid_name(name) {
             return Err(StoreError::BadName);
         }
-        let raw =
-            match dc_tee::read_limited(
-                &self.dir.join(name),
-                (MAX_OBJECT_BYTES + HEADER_LEN + 16) as u64,
-            ) {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(StoreError::NotFound)
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    return Err(StoreError::Corrupt(name.into()))
-                }
-                Err(e) => return Err(StoreError::Io(e.to_string())),
-            };
+        let raw = match dc_tee::read_limited(
+            &self.dir.join(name),
+            (MAX_OBJECT_BYTES + HEADER_LEN + 16) as u64,
+        ) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::NotFound),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(StoreError::Corrupt(name.into()))
+            }
+            Err(e) => return Err(StoreError::Io(e.to_string())),
+        };
         if raw.len() < HEADER_LEN + 16 || &raw[..4] != MAGIC {
             return Err(StoreError::Corrupt(name.into()));
         }

@@ -401,7 +401,10 @@ mod tests {
         s.phase = Phase::KeysAcquired;
         j.save(&s).unwrap();
         assert_eq!(j.load().unwrap(), Some(s.clone()));
-        assert_eq!(UnauthenticatedJournal::new(j.path()).load().unwrap(), Some(s));
+        assert_eq!(
+            UnauthenticatedJournal::new(j.path()).load().unwrap(),
+            Some(s)
+        );
         let good = std::fs::read(j.path()).unwrap();
         for cut in [0, 1, 10, 64, 65, good.len() / 2, good.len() - 1] {
             std::fs::write(j.path(), &good[..cut]).unwrap();
