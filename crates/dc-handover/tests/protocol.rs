@@ -679,7 +679,10 @@ fn an_upgrader_gets_keys_only_for_a_destination_the_holder_authorizes() {
     (run.receiver, run.hello) = (r, hello);
     let e = refused(decide(&mut run));
     assert!(
-        matches!(e, HandoverError::Unauthorized(dc_handover::AuthzError::BadDestination(_))),
+        matches!(
+            e,
+            HandoverError::Unauthorized(dc_handover::AuthzError::BadDestination(_))
+        ),
         "{e}"
     );
     // A holder without a destination policy (the default) releases to no upgrader.
@@ -696,7 +699,10 @@ fn an_upgrader_gets_keys_only_for_a_destination_the_holder_authorizes() {
     let mut run = setup(&w, node_v1(), agent(), holder_cfg(), NoPolicy, allow_all());
     let e = refused(decide(&mut run));
     assert!(
-        matches!(e, HandoverError::Unauthorized(dc_handover::AuthzError::NoDestinationPolicy)),
+        matches!(
+            e,
+            HandoverError::Unauthorized(dc_handover::AuthzError::NoDestinationPolicy)
+        ),
         "{e}"
     );
 }
@@ -720,9 +726,7 @@ fn a_destination_below_the_holder_or_the_floor_or_revoked_is_refused() {
     assert!(matches!(e, HandoverError::LowerVersion { .. }), "{e}");
     // Below the keyring's floor: a newer release already held these keys.
     let mut run = default_run(&w);
-    run.ring
-        .custody_mut()
-        .raise_floor(Version::new(2, 0, 1), 0);
+    run.ring.custody_mut().raise_floor(Version::new(2, 0, 1), 0);
     let e = refused(decide(&mut run));
     assert!(matches!(e, HandoverError::BelowFloor { .. }), "{e}");
     assert_eq!(e.code(), "below_floor");
@@ -756,19 +760,40 @@ fn the_agent_delivers_only_to_the_release_the_keys_were_released_for() {
         ..holder_cfg()
     };
     // Released for node v1; node v2 asks.
-    let mut run = setup(&w, agent(), node_v2(), cfg.clone(), allow_all(), allow_all());
+    let mut run = setup(
+        &w,
+        agent(),
+        node_v2(),
+        cfg.clone(),
+        allow_all(),
+        allow_all(),
+    );
     run.ring.custody_mut().released_to = as_node(&node_v1());
     let e = refused(decide(&mut run));
     assert!(matches!(e, HandoverError::NotReleasedForPeer { .. }), "{e}");
     // Not released at all (keys a node never released).
-    let mut run = setup(&w, agent(), node_v2(), cfg.clone(), allow_all(), allow_all());
+    let mut run = setup(
+        &w,
+        agent(),
+        node_v2(),
+        cfg.clone(),
+        allow_all(),
+        allow_all(),
+    );
     run.ring.custody_mut().released_to = None;
     assert!(matches!(
         refused(decide(&mut run)),
         HandoverError::NotReleasedForPeer { .. }
     ));
     // A node may not name a destination.
-    let mut run = setup(&w, agent(), node_v2(), cfg.clone(), allow_all(), allow_all());
+    let mut run = setup(
+        &w,
+        agent(),
+        node_v2(),
+        cfg.clone(),
+        allow_all(),
+        allow_all(),
+    );
     let (r, hello) = Receiver::start(
         &run.rtee,
         ReceiverConfig {
@@ -790,7 +815,10 @@ fn the_agent_delivers_only_to_the_release_the_keys_were_released_for() {
     let keys = decide(&mut run).unwrap();
     let e = run.receiver.on_keys(&run.rtee, &keys).unwrap_err();
     assert!(matches!(e, HandoverError::NotReleasedForMe { .. }), "{e}");
-    assert!(run.receiver.ack(&run.rtee).is_err(), "nothing to acknowledge");
+    assert!(
+        run.receiver.ack(&run.rtee).is_err(),
+        "nothing to acknowledge"
+    );
 }
 
 #[test]

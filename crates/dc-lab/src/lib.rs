@@ -62,6 +62,8 @@ pub struct AgentOptions {
     pub crash_at: Option<String>,
     /// Log filter for the agent and its nodes (`DCUPGRADE_LOG`, `DCNODE_LOG`).
     pub log: String,
+    /// The agent's `--switch`: `make-before-break` (default) or `break-before-make`.
+    pub switch: String,
 }
 
 impl Default for AgentOptions {
@@ -72,6 +74,7 @@ impl Default for AgentOptions {
             chain: Vec::new(),
             crash_at: None,
             log: "info".into(),
+            switch: "make-before-break".into(),
         }
     }
 }
@@ -443,6 +446,7 @@ impl Lab {
             .arg("--agent-record")
             .arg(&agent_record)
             .args(["--poll-ms", "100"])
+            .args(["--switch", &o.switch])
             .args(["--health-ms", "3000"])
             .args(["--retry-backoff-ms", &retry_backoff.as_millis().to_string()])
             .args(

@@ -26,9 +26,18 @@ fn expected(point: &str) -> &'static str {
 /// Runs an upgrade to a v2 built with `v2_args` while the agent is armed to crash at `point`;
 /// checks it did crash there, and restarts it.
 async fn crash_then_restart(point: &str, v2_tag: &str, v2_args: &[&str]) -> World {
+    crash_then_restart_with(point, v2_tag, v2_args, AgentOptions::default()).await
+}
+
+async fn crash_then_restart_with(
+    point: &str,
+    v2_tag: &str,
+    v2_args: &[&str],
+    base: AgentOptions,
+) -> World {
     let opts = AgentOptions {
         crash_at: Some(point.into()),
-        ..AgentOptions::default()
+        ..base.clone()
     };
     let mut w: World = world_with(&[], opts).await;
     let v2 = w.lab.build_node("2.0.0", 2, v2_tag, v2_args).unwrap();
@@ -42,12 +51,16 @@ async fn crash_then_restart(point: &str, v2_tag: &str, v2_args: &[&str]) -> Worl
     );
     // Restart the agent, as systemd would.
     let v1 = w.v1.clone();
-    w.lab.start_agent(&v1, Duration::from_secs(3600)).unwrap();
+    w.lab.start_agent_opts(&v1, &base).unwrap();
     w
 }
 
 async fn agent_crash(point: &str) {
-    let w = crash_then_restart(point, "", &[]).await;
+    agent_crash_with(point, AgentOptions::default()).await
+}
+
+async fn agent_crash_with(point: &str, base: AgentOptions) {
+    let w = crash_then_restart_with(point, "", &[], base).await;
     w.settled_on(expected(point)).await;
     // The rollback floors follow the outcome, even when the commit happened during recovery.
     let j = w.lab.journal().unwrap().unwrap();
@@ -63,11 +76,11 @@ async fn agent_crash(point: &str) {
     );
 }
 
-/// The agent crashes while rolling back a v2 that crashes at start; after a restart it must
-/// finish the rollback.
+/// The agent crashes while rolling back a v2 that fails its health check after the switch;
+/// after a restart it must finish the rollback.
 async fn agent_crash_during_rollback(point: &str) {
     assert!(dcupgrade::crash::ROLLBACK_POINTS.contains(&point));
-    let w = crash_then_restart(point, "-crash", &["--fault", "crash-at-start"]).await;
+    let w = crash_then_restart(point, "-unhealthy", &["--fault", "unhealthy"]).await;
     w.settled_on("1.0.0").await;
 }
 
@@ -98,23 +111,56 @@ agent_points! {
     agent_after_keys_acknowledged => "after-effect:keys-acknowledged",
     agent_before_keys_acquired => "before:keys_acquired",
     agent_after_keys_acquired => "after:keys_acquired",
-    agent_before_old_stopped => "before:old_stopped",
-    agent_after_old_stopped => "after:old_stopped",
-    agent_after_old_node_stopped => "after-effect:old-node-stopped",
-    agent_before_new_launched => "before:new_launched",
-    agent_after_new_launched => "after:new_launched",
-    agent_after_new_node_launched => "after-effect:new-node-launched",
+    agent_before_standby_launched => "before:standby_launched",
+    agent_after_standby_launched => "after:standby_launched",
+    agent_after_standby_process_launched => "after-effect:standby-launched",
     agent_serving_the_challenge => "handover:challenge-made",
     agent_serving_the_keys => "handover:keys-made",
     agent_after_keys_delivered => "after-effect:keys-delivered",
-    agent_before_keys_delivered => "before:keys_delivered",
-    agent_after_keys_delivered_journaled => "after:keys_delivered",
+    agent_before_standby_ready => "before:standby_ready",
+    agent_after_standby_ready => "after:standby_ready",
+    agent_before_switching => "before:switching",
+    agent_after_switching => "after:switching",
+    agent_after_old_node_stopped => "after-effect:old-node-stopped",
     agent_after_new_node_ready => "after-effect:new-node-ready",
     agent_after_health_checked => "after-effect:health-checked",
     agent_before_healthy => "before:healthy",
     agent_after_healthy => "after:healthy",
     agent_before_idle => "before:idle",
     agent_after_idle => "after:idle",
+}
+
+fn break_before_make() -> AgentOptions {
+    AgentOptions {
+        switch: "break-before-make".into(),
+        ..AgentOptions::default()
+    }
+}
+
+macro_rules! break_before_make_points {
+    ($($name:ident => $point:literal,)*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                agent_crash_with($point, break_before_make()).await;
+            }
+        )*
+
+        #[test]
+        fn every_break_before_make_point_is_covered() {
+            assert_eq!(&[$($point),*][..], dcupgrade::crash::BREAK_BEFORE_MAKE_POINTS);
+        }
+    };
+}
+
+break_before_make_points! {
+    bbm_agent_before_old_stopped => "before:old_stopped",
+    bbm_agent_after_old_stopped => "after:old_stopped",
+    bbm_agent_before_new_launched => "before:new_launched",
+    bbm_agent_after_new_launched => "after:new_launched",
+    bbm_agent_after_new_node_launched => "after-effect:new-node-launched",
+    bbm_agent_before_keys_delivered => "before:keys_delivered",
+    bbm_agent_after_keys_delivered_journaled => "after:keys_delivered",
 }
 
 /// The old node (holder) crashes at a step of the handover with the agent.

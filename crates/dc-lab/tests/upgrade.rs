@@ -25,16 +25,62 @@ async fn upgrade_moves_the_keys_and_v2_serves_every_object() {
     assert_eq!(st.current.mr_enclave, v2.mr_enclave.to_string());
     assert_eq!(st.highest_trusted, "2.0.0");
     let phases: Vec<&str> = st.timeline.iter().map(|e| e.phase.as_str()).collect();
-    for p in [
+    // Make-before-break: the new node holds the keys (as a standby) before the old one is
+    // drained and stopped.
+    let expected = [
         "candidate",
         "downloaded",
         "keys_acquired",
-        "old_stopped",
-        "new_launched",
-        "keys_delivered",
+        "standby_launched",
+        "standby_ready",
+        "switching",
+        "old_node_exited",
+        "new_node_serving",
         "healthy",
-    ] {
-        assert!(phases.contains(&p), "{p} missing from {phases:?}");
+    ];
+    let at: Vec<usize> = expected
+        .iter()
+        .map(|p| {
+            phases
+                .iter()
+                .position(|q| q == p)
+                .unwrap_or_else(|| panic!("{p} missing from {phases:?}"))
+        })
+        .collect();
+    assert!(
+        at.windows(2).all(|w| w[0] < w[1]),
+        "out of order: {phases:?}"
+    );
+    w.all_readable_from("2.0.0").await;
+}
+
+/// The earlier mode still works: the old node stops before the new one starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_before_make_still_upgrades() {
+    let w = common::world_with(
+        &[],
+        dc_lab::AgentOptions {
+            switch: "break-before-make".into(),
+            ..dc_lab::AgentOptions::default()
+        },
+    )
+    .await;
+    let v2 = w.lab.build_node("2.0.0", 2, "", &[]).unwrap();
+    w.lab.publish(&v2.record).unwrap();
+    let s = w
+        .lab
+        .wait_serving("2.0.0", T)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", w.lab.agent_log()));
+    let phases: Vec<String> = s
+        .state
+        .unwrap()
+        .timeline
+        .iter()
+        .map(|e| e.phase.clone())
+        .collect();
+    for p in ["old_stopped", "new_launched", "keys_delivered", "healthy"] {
+        assert!(phases.iter().any(|q| q == p), "{p} missing from {phases:?}");
     }
     w.all_readable_from("2.0.0").await;
 }
@@ -136,7 +182,9 @@ async fn lower_version_is_refused() {
     w.v1_untouched().await;
 }
 
-async fn rolled_back(w: &common::World, fault: &str) {
+/// A failed release leaves v1 serving. `after_switch`: it failed after the old node was
+/// stopped (rolled back); otherwise before the switch (abandoned: the old node never stopped).
+async fn rolled_back(w: &common::World, fault: &str, after_switch: bool) {
     let bad = w
         .lab
         .build_node("2.0.0", 2, &format!("-{fault}"), &["--fault", fault])
@@ -155,11 +203,16 @@ async fn rolled_back(w: &common::World, fault: &str) {
     let st = s.state.unwrap();
     assert_eq!(st.current.version, "1.0.0");
     assert_eq!(st.upgrades_completed, 0);
-    assert!(
-        st.timeline.iter().any(|e| e.phase == "rolling_back"),
-        "{:?}",
-        st.timeline
-    );
+    let has = |p: &str| st.timeline.iter().any(|e| e.phase == p);
+    if after_switch {
+        assert!(has("rolling_back"), "{:?}", st.timeline);
+    } else {
+        assert!(
+            !has("switching") && !has("old_node_exited") && !has("rolling_back"),
+            "the old node was touched: {:?}",
+            st.timeline
+        );
+    }
     assert_eq!(
         st.highest_trusted, "1.0.0",
         "a failed release must not raise the rollback floor"
@@ -170,13 +223,14 @@ async fn rolled_back(w: &common::World, fault: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_version_that_crashes_at_start_is_rolled_back() {
     let w = world().await;
-    rolled_back(&w, "crash-at-start").await;
+    // The standby crashes before the switch: abandoned, the old node never stopped.
+    rolled_back(&w, "crash-at-start", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_version_that_fails_its_health_check_is_rolled_back() {
     let w = world().await;
-    rolled_back(&w, "unhealthy").await;
+    rolled_back(&w, "unhealthy", true).await;
 }
 
 #[test]

@@ -74,6 +74,9 @@ pub struct AgentConfig {
     pub initial: Option<(PathBuf, PathBuf)>,
     /// Extra PEM root certificates for https downloads (a private mirror's CA).
     pub download_roots: Vec<Vec<u8>>,
+    /// Make-before-break (the agent owns the data socket and passes it to every node) or
+    /// break-before-make.
+    pub switch: SwitchMode,
 }
 
 /// The chain source as operators see it.
@@ -182,6 +185,20 @@ fn offer_of(c: &Candidate) -> Offer {
     }
 }
 
+/// Binds the node data port for the agent's whole life, with a deep accept queue: during a
+/// switch, new connections wait there for the next node.
+fn bind_data_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    sock.set_reuse_address(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(1024)?;
+    Ok(sock.into())
+}
+
 fn retry_backoff_ms(d: &Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -199,6 +216,12 @@ pub struct Agent {
     core: Orchestrator,
     launcher: Arc<dyn Launcher>,
     node: Option<NodeProcess>,
+    /// Make-before-break: the new node while it is a standby (keys sealed, serving nothing).
+    standby: Option<NodeProcess>,
+    /// Make-before-break: the node data port's listening socket. The agent owns it for its
+    /// whole life and never accepts on it; each node serves a copy, and connections that
+    /// arrive while the data directory changes hands wait in its queue.
+    data_listener: Option<std::net::TcpListener>,
     /// The node printed its readiness line (it serves).
     node_ready: bool,
     downloader: Downloader,
@@ -354,6 +377,18 @@ impl Agent {
             .build()
             .map_err(|e| setup(e.to_string()))?;
         let cfg_backoff = cfg.retry_backoff;
+        let cfg_switch = cfg.switch;
+        let data_listener = match cfg.switch {
+            SwitchMode::MakeBeforeBreak => {
+                Some(bind_data_listener(cfg.node_listen).map_err(|e| {
+                    setup(format!(
+                        "binding the node data port {}: {e}",
+                        cfg.node_listen
+                    ))
+                })?)
+            }
+            SwitchMode::BreakBeforeMake => None,
+        };
         let mut agent = Self {
             _lock: lock,
             cfg,
@@ -366,11 +401,13 @@ impl Agent {
                 state,
                 Policy {
                     retry_backoff_ms: retry_backoff_ms(&cfg_backoff),
-                    mode: SwitchMode::BreakBeforeMake,
+                    mode: cfg_switch,
                 },
             ),
             launcher,
             node: None,
+            standby: None,
+            data_listener,
             node_ready: false,
             downloader,
             shared,
@@ -501,15 +538,123 @@ impl Agent {
     }
 
     async fn start_node(&mut self, release: &Release, upgrader: bool) -> Result<(), String> {
-        let args = self.node_args(release, upgrader);
-        let p = self
-            .launcher
-            .launch(&release.bundle_dir, &args)
-            .map_err(|e| e.to_string())?;
+        let p = self.launch(release, upgrader, false)?;
         self.node = Some(p);
         self.node_ready = false;
         self.publish_status();
         Ok(())
+    }
+
+    /// Launches a node, with the data socket when the agent owns one.
+    fn launch(
+        &self,
+        release: &Release,
+        upgrader: bool,
+        standby: bool,
+    ) -> Result<NodeProcess, String> {
+        use std::os::fd::AsRawFd;
+        let mut args = self.node_args(release, upgrader);
+        if standby {
+            args.push("--standby".into());
+        }
+        match &self.data_listener {
+            Some(l) => self.launcher.launch_with_listeners(
+                &release.bundle_dir,
+                &args,
+                &[("data".to_string(), l.as_raw_fd())],
+            ),
+            None => self.launcher.launch(&release.bundle_dir, &args),
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    /// Stops the standby; `false` if its exit could not be confirmed (it stays tracked).
+    async fn stop_standby(&mut self) -> bool {
+        let Some(mut n) = self.standby.take() else {
+            return true;
+        };
+        let confirmed = n.stop(self.cfg.stop_grace).await;
+        if !confirmed {
+            error!("the standby's exit could not be confirmed");
+            self.standby = Some(n);
+        }
+        confirmed
+    }
+
+    /// Launches the target as a standby beside the serving node, serves it the keys, and
+    /// waits for its attested acknowledgement and its standby line.
+    async fn launch_standby(&mut self, t: &mut Transit) -> Result<String, StepError> {
+        let target = self
+            .core
+            .state()
+            .upgrade
+            .as_ref()
+            .and_then(|u| u.target.clone())
+            .ok_or_else(|| StepError::Launch("no verified target".into()))?;
+        let ring = t
+            .ring
+            .take()
+            .ok_or_else(|| StepError::Launch("no keys in transit".into()))?;
+        let version: Version = target
+            .version
+            .parse()
+            .map_err(|e: String| StepError::Launch(e))?;
+        let mre = Measurement::from_hex(&target.mr_enclave)
+            .map_err(|e| StepError::Launch(e.to_string()))?;
+        let mut deliveries = self.arm_handover(ring, version, mre);
+        match self.launch(&target, true, true) {
+            Ok(p) => self.standby = Some(p),
+            Err(e) => {
+                self.disarm_handover();
+                return Err(StepError::Launch(e));
+            }
+        }
+        crate::crash::point("after-effect:standby-launched");
+        let delivered = tokio::select! {
+            d = tokio::time::timeout(self.cfg.handover_deadline, deliveries.recv()) => d.ok().flatten(),
+            _ = wait_exit(self.standby.as_mut()) => None,
+        };
+        self.disarm_handover();
+        let Some(receiver) = delivered else {
+            let why = self
+                .runtime
+                .handover_refusal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            let exited = self.standby.as_mut().and_then(|n| n.exited());
+            return Err(StepError::Delivery(match (why, exited) {
+                (Some(why), _) => format!("the agent refused the standby the keys: {why}"),
+                (None, Some(code)) => format!(
+                    "the standby exited ({code}) before taking the keys; it refused them or crashed (see its log)"
+                ),
+                (None, None) => format!(
+                    "the standby did not take the keys within {:?}",
+                    self.cfg.handover_deadline
+                ),
+            }));
+        };
+        crate::crash::point("after-effect:keys-delivered");
+        let deadline = self.cfg.node_ready_deadline;
+        let standby = self.standby.as_mut().expect("launched above");
+        standby
+            .wait_standby(deadline)
+            .await
+            .map_err(|e| StepError::Delivery(format!("the standby did not report ready: {e}")))?;
+        Ok(receiver.to_string())
+    }
+
+    /// The switch: drains and stops the old node; once its exit is confirmed the standby,
+    /// which waits for the data directory's lock, takes over.
+    async fn switch_over(&mut self) -> bool {
+        let confirmed = self.stop_node().await;
+        if confirmed {
+            crate::crash::point("after-effect:old-node-stopped");
+            self.node = self.standby.take();
+            self.node_ready = false;
+            self.publish_status();
+        }
+        confirmed
     }
 
     /// Stops the node; `false` if its exit could not be confirmed (it is then still tracked).
@@ -840,14 +985,13 @@ impl Agent {
                     Event::Stopped { confirmed }
                 }
                 Action::LaunchNew => Event::Delivered(self.launch_and_deliver(&mut transit).await),
-                Action::StopStandby => {
-                    // Make-before-break only; with no standby running there is nothing to stop.
-                    Event::Stopped { confirmed: true }
-                }
-                Action::LaunchStandby => Event::Delivered(Err(StepError::Launch(
-                    "make-before-break is not available with this launcher".into(),
-                ))),
-                Action::Switch => Event::Stopped { confirmed: false },
+                Action::StopStandby => Event::Stopped {
+                    confirmed: self.stop_standby().await,
+                },
+                Action::LaunchStandby => Event::Delivered(self.launch_standby(&mut transit).await),
+                Action::Switch => Event::Stopped {
+                    confirmed: self.switch_over().await,
+                },
                 Action::AwaitReady => {
                     let deadline = self.cfg.node_ready_deadline;
                     let r = match self.node.as_mut() {

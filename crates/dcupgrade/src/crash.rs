@@ -8,7 +8,8 @@
 //! `after:PHASE`), after each side effect, and while the agent serves the new node its
 //! challenge and its keys (see [`POINTS`]).
 
-/// Every injection point, in the order an upgrade reaches them.
+/// Every injection point of a make-before-break upgrade (the default), in the order it
+/// reaches them.
 pub const POINTS: &[&str] = &[
     "before:candidate",
     "after:candidate",
@@ -20,23 +21,34 @@ pub const POINTS: &[&str] = &[
     "after-effect:keys-acknowledged",
     "before:keys_acquired",
     "after:keys_acquired",
-    "before:old_stopped",
-    "after:old_stopped",
-    "after-effect:old-node-stopped",
-    "before:new_launched",
-    "after:new_launched",
-    "after-effect:new-node-launched",
+    "before:standby_launched",
+    "after:standby_launched",
+    "after-effect:standby-launched",
     "handover:challenge-made",
     "handover:keys-made",
     "after-effect:keys-delivered",
-    "before:keys_delivered",
-    "after:keys_delivered",
+    "before:standby_ready",
+    "after:standby_ready",
+    "before:switching",
+    "after:switching",
+    "after-effect:old-node-stopped",
     "after-effect:new-node-ready",
     "after-effect:health-checked",
     "before:healthy",
     "after:healthy",
     "before:idle",
     "after:idle",
+];
+
+/// The points only a break-before-make upgrade reaches (`--switch break-before-make`).
+pub const BREAK_BEFORE_MAKE_POINTS: &[&str] = &[
+    "before:old_stopped",
+    "after:old_stopped",
+    "before:new_launched",
+    "after:new_launched",
+    "after-effect:new-node-launched",
+    "before:keys_delivered",
+    "after:keys_delivered",
 ];
 
 /// Points reached only when an upgrade fails and is rolled back.

@@ -19,6 +19,12 @@ pub const REMOTE_STOP_MARGIN: Duration = Duration::from_secs(15);
 
 /// The line a node prints on stdout once it serves.
 pub const READY_PREFIX: &str = "dcnode ready";
+/// The line a standby prints once it sealed the keys (it serves nothing yet).
+pub const STANDBY_PREFIX: &str = "dcnode standby";
+
+/// Readiness levels a node reports on stdout.
+const LEVEL_STANDBY: u8 = 1;
+const LEVEL_READY: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -37,6 +43,24 @@ pub enum LaunchError {
 pub trait Launcher: Send + Sync {
     /// Starts the bundle as an enclave with extra (unmeasured) arguments.
     fn launch(&self, bundle: &Path, args: &[String]) -> Result<NodeProcess, LaunchError>;
+
+    /// Starts it with listening sockets the agent owns (`name`, fd), passed by the systemd
+    /// socket-activation convention, so that connections wait in the socket's queue while
+    /// node versions change. Launchers that cannot pass sockets refuse.
+    fn launch_with_listeners(
+        &self,
+        bundle: &Path,
+        args: &[String],
+        listeners: &[(String, std::os::fd::RawFd)],
+    ) -> Result<NodeProcess, LaunchError> {
+        let _ = (args, listeners);
+        Err(LaunchError::Spawn {
+            what: format!("{} with listening sockets", bundle.display()),
+            source: std::io::Error::other(
+                "this launcher cannot pass listening sockets; use --switch break-before-make",
+            ),
+        })
+    }
 }
 
 /// The software TEE platform's launcher.
@@ -49,12 +73,46 @@ pub struct SimLauncher {
 
 impl Launcher for SimLauncher {
     fn launch(&self, bundle: &Path, args: &[String]) -> Result<NodeProcess, LaunchError> {
+        self.launch_with_listeners(bundle, args, &[])
+    }
+
+    fn launch_with_listeners(
+        &self,
+        bundle: &Path,
+        args: &[String],
+        listeners: &[(String, std::os::fd::RawFd)],
+    ) -> Result<NodeProcess, LaunchError> {
         let mut cmd = Command::new(&self.sim_bin);
         cmd.arg("launch")
             .arg("--state")
             .arg(&self.platform_state)
-            .args(self.env.iter().flat_map(|e| ["--env", e.as_str()]))
-            .arg(bundle)
+            .args(self.env.iter().flat_map(|e| ["--env", e.as_str()]));
+        // Each socket goes to fd 3, 4, … of `dctee-sim launch`, which hands it to the
+        // platform; the agent keeps its own copy, so the socket outlives every node.
+        let fds: Vec<std::os::fd::RawFd> = listeners.iter().map(|(_, fd)| *fd).collect();
+        for (i, (name, _)) in listeners.iter().enumerate() {
+            cmd.arg("--listen-fd").arg(format!("{name}={}", 3 + i));
+        }
+        if !fds.is_empty() {
+            // SAFETY: only dup2(2) and fcntl(2), which are async-signal-safe, between fork
+            // and exec; `fds` is moved into the closure before the fork.
+            unsafe {
+                cmd.pre_exec(move || {
+                    for (i, fd) in fds.iter().enumerate() {
+                        let to = 3 + i as i32;
+                        if *fd == to {
+                            if libc::fcntl(to, libc::F_SETFD, 0) != 0 {
+                                return Err(std::io::Error::last_os_error());
+                            }
+                        } else if libc::dup2(*fd, to) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+            }
+        }
+        cmd.arg(bundle)
             .arg("--")
             .args(args)
             .stdin(Stdio::null())
@@ -167,12 +225,24 @@ enum Proc {
 
 pub struct NodeProcess {
     proc: Proc,
-    ready: watch::Receiver<bool>,
+    /// 0: nothing yet; [`LEVEL_STANDBY`]; [`LEVEL_READY`].
+    ready: watch::Receiver<u8>,
 }
 
-fn forward_line(line: &str, ready: &watch::Sender<bool>) {
-    if line.starts_with(READY_PREFIX) {
-        let _ = ready.send(true);
+fn forward_line(line: &str, ready: &watch::Sender<u8>) {
+    let level = if line.starts_with(READY_PREFIX) {
+        LEVEL_READY
+    } else if line.starts_with(STANDBY_PREFIX) {
+        LEVEL_STANDBY
+    } else {
+        0
+    };
+    if level > 0 {
+        ready.send_if_modified(|l| {
+            let up = level > *l;
+            *l = (*l).max(level);
+            up
+        });
     }
     info!(target: "node", "{line}");
 }
@@ -180,7 +250,7 @@ fn forward_line(line: &str, ready: &watch::Sender<bool>) {
 impl NodeProcess {
     /// Wraps a child whose stdout carries the node's output.
     pub fn watch(mut child: Child) -> Self {
-        let (tx, rx) = watch::channel(false);
+        let (tx, rx) = watch::channel(0u8);
         if let Some(out) = child.stdout.take() {
             tokio::spawn(async move {
                 let mut lines = BufReader::new(out).lines();
@@ -199,7 +269,7 @@ impl NodeProcess {
     pub fn remote(conn: tokio::net::TcpStream) -> Self {
         use dc_tee::sim::control::{Event, MAX_CONTROL_FRAME};
         let (mut rd, wr) = conn.into_split();
-        let (ready_tx, ready_rx) = watch::channel(false);
+        let (ready_tx, ready_rx) = watch::channel(0u8);
         let (exit_tx, exit_rx) = watch::channel(None);
         tokio::spawn(async move {
             let mut pending = String::new();
@@ -274,19 +344,28 @@ impl NodeProcess {
 
     /// Waits for the readiness line; fails if the node exits first or the deadline passes.
     pub async fn wait_ready(&mut self, deadline: Duration) -> Result<(), LaunchError> {
+        self.wait_level(LEVEL_READY, deadline).await
+    }
+
+    /// Waits for a standby's line: it sealed the keys and waits for the data directory.
+    pub async fn wait_standby(&mut self, deadline: Duration) -> Result<(), LaunchError> {
+        self.wait_level(LEVEL_STANDBY, deadline).await
+    }
+
+    async fn wait_level(&mut self, level: u8, deadline: Duration) -> Result<(), LaunchError> {
         let mut ready = self.ready.clone();
         let seen = self.ready.clone();
         let wait = async {
-            if *ready.borrow() {
+            if *ready.borrow() >= level {
                 return Ok(());
             }
             tokio::select! {
-                r = ready.wait_for(|r| *r) => match r {
+                r = ready.wait_for(|r| *r >= level) => match r {
                     Ok(_) => Ok(()),
                     Err(_) => Err(LaunchError::ExitedEarly(self.wait_exit().await)),
                 },
                 status = self.wait_exit() => {
-                    if *seen.borrow() { Ok(()) } else { Err(LaunchError::ExitedEarly(status)) }
+                    if *seen.borrow() >= level { Ok(()) } else { Err(LaunchError::ExitedEarly(status)) }
                 }
             }
         };

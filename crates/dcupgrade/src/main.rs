@@ -69,6 +69,12 @@ enum Cmd {
     Check(check::CheckArgs),
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SwitchArg {
+    MakeBeforeBreak,
+    BreakBeforeMake,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum LauncherKind {
     /// The software TEE platform (`dctee-sim launch`).
@@ -105,6 +111,12 @@ struct RunArgs {
     /// How nodes are started: on the software platform (`sim`) or under Gramine-SGX.
     #[arg(long, value_enum, default_value = "sim")]
     launcher: LauncherKind,
+    /// How the new node takes over: `make-before-break` (the agent owns the data port and
+    /// passes it to every node; the new node gets the keys while the old one serves; no
+    /// connection is refused) or `break-before-make` (the old node stops first). Only the
+    /// `sim` launcher can pass sockets; the others always break before make.
+    #[arg(long, value_enum, default_value = "make-before-break")]
+    switch: SwitchArg,
     /// `sim`: the software TEE platform's `dctee-sim` binary.
     #[arg(long, required_if_eq("launcher", "sim"))]
     sim_bin: Option<PathBuf>,
@@ -225,7 +237,18 @@ async fn run(a: RunArgs) -> Result<()> {
         (None, None) => None,
         _ => bail!("--initial-bundle and --initial-record go together"),
     };
+    let switch = match (a.switch, a.launcher) {
+        (SwitchArg::MakeBeforeBreak, LauncherKind::Sim) => {
+            dc_orchestrator::core::SwitchMode::MakeBeforeBreak
+        }
+        (SwitchArg::MakeBeforeBreak, _) => {
+            tracing::warn!("this launcher cannot pass listening sockets: the switch breaks before it makes (a short gap on the data port)");
+            dc_orchestrator::core::SwitchMode::BreakBeforeMake
+        }
+        (SwitchArg::BreakBeforeMake, _) => dc_orchestrator::core::SwitchMode::BreakBeforeMake,
+    };
     let cfg = AgentConfig {
+        switch,
         state_dir: a.state,
         feed: a.feed,
         listen: a.listen,
