@@ -233,6 +233,14 @@ pub enum Step {
     SwitchingOver,
 }
 
+/// Which stop is being retried.
+#[derive(Clone, Copy, Debug)]
+enum Stopping {
+    Standby,
+    RollbackStandby,
+    RollbackNode,
+}
+
 /// What follows a journal write.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Then {
@@ -507,17 +515,8 @@ impl Orchestrator {
                         false,
                         Then::Finish(Outcome::Abandoned(reason)),
                     )
-                } else if attempt + 1 < STOP_ATTEMPTS {
-                    self.step = Step::StoppingStandby {
-                        attempt: attempt + 1,
-                        reason,
-                    };
-                    Action::StopStandby
                 } else {
-                    self.step = Step::StandbyHalted {
-                        reason: reason.clone(),
-                    };
-                    Action::Finished(Outcome::StandbyStopHalted(reason))
+                    self.stop_again(attempt, reason, Stopping::Standby)
                 }
             }
             (Step::Delivering, Event::Delivered(r)) => match r {
@@ -552,36 +551,16 @@ impl Orchestrator {
                 if confirmed {
                     self.step = Step::RollbackStopping { attempt: 0, reason };
                     Action::StopNode
-                } else if attempt + 1 < STOP_ATTEMPTS {
-                    self.step = Step::RollbackStoppingStandby {
-                        attempt: attempt + 1,
-                        reason,
-                    };
-                    Action::StopStandby
                 } else {
-                    self.step = Step::RollbackHalted {
-                        reason: reason.clone(),
-                    };
-                    Action::Finished(Outcome::RollbackHalted(reason))
+                    self.stop_again(attempt, reason, Stopping::RollbackStandby)
                 }
             }
             (Step::RollbackStopping { attempt, reason }, Event::Stopped { confirmed }) => {
                 if confirmed {
                     self.step = Step::RollbackStarting { reason };
                     Action::StartCurrent
-                } else if attempt + 1 < STOP_ATTEMPTS {
-                    self.step = Step::RollbackStopping {
-                        attempt: attempt + 1,
-                        reason,
-                    };
-                    Action::StopNode
                 } else {
-                    // Never start the old node beside a new one that may still run: stay in
-                    // RollingBack and retry at the next tick.
-                    self.step = Step::RollbackHalted {
-                        reason: reason.clone(),
-                    };
-                    Action::Finished(Outcome::RollbackHalted(reason))
+                    self.stop_again(attempt, reason, Stopping::RollbackNode)
                 }
             }
             (Step::RollbackStarting { reason }, Event::Started(_)) => {
@@ -725,6 +704,44 @@ impl Orchestrator {
             false,
             Then::Finish(Outcome::Abandoned(reason)),
         )
+    }
+
+    /// An unconfirmed stop: try again, up to [`STOP_ATTEMPTS`]; then halt until a tick. Never
+    /// start or promote anything beside a process that may still run.
+    fn stop_again(&mut self, attempt: u8, reason: StepError, what: Stopping) -> Action {
+        let attempt = attempt + 1;
+        if attempt < STOP_ATTEMPTS {
+            let (step, action) = match what {
+                Stopping::Standby => (
+                    Step::StoppingStandby { attempt, reason },
+                    Action::StopStandby,
+                ),
+                Stopping::RollbackStandby => (
+                    Step::RollbackStoppingStandby { attempt, reason },
+                    Action::StopStandby,
+                ),
+                Stopping::RollbackNode => {
+                    (Step::RollbackStopping { attempt, reason }, Action::StopNode)
+                }
+            };
+            self.step = step;
+            return action;
+        }
+        let outcome = match what {
+            Stopping::Standby => {
+                self.step = Step::StandbyHalted {
+                    reason: reason.clone(),
+                };
+                Outcome::StandbyStopHalted(reason)
+            }
+            Stopping::RollbackStandby | Stopping::RollbackNode => {
+                self.step = Step::RollbackHalted {
+                    reason: reason.clone(),
+                };
+                Outcome::RollbackHalted(reason)
+            }
+        };
+        Action::Finished(outcome)
     }
 
     /// Before the switch (make-before-break): the old node still serves; stop the standby,

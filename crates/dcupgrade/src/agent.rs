@@ -584,6 +584,23 @@ impl Agent {
     /// Launches the target as a standby beside the serving node, serves it the keys, and
     /// waits for its attested acknowledgement and its standby line.
     async fn launch_standby(&mut self, t: &mut Transit) -> Result<String, StepError> {
+        let receiver = self.launch_and_serve_keys(t, true).await?;
+        let deadline = self.cfg.node_ready_deadline;
+        let standby = self.standby.as_mut().expect("launched");
+        standby
+            .wait_standby(deadline)
+            .await
+            .map_err(|e| StepError::Delivery(format!("the standby did not report ready: {e}")))?;
+        Ok(receiver)
+    }
+
+    /// Arms the holder for the verified target, launches it (as a standby, or as the node),
+    /// and waits for its attested acknowledgement, its exit, or the deadline.
+    async fn launch_and_serve_keys(
+        &mut self,
+        t: &mut Transit,
+        standby: bool,
+    ) -> Result<String, StepError> {
         let target = self
             .core
             .state()
@@ -602,18 +619,31 @@ impl Agent {
         let mre = Measurement::from_hex(&target.mr_enclave)
             .map_err(|e| StepError::Launch(e.to_string()))?;
         let mut deliveries = self.arm_handover(ring, version, mre);
-        match self.launch(&target, true, true) {
-            Ok(p) => self.standby = Some(p),
-            Err(e) => {
-                self.disarm_handover();
-                return Err(StepError::Launch(e));
-            }
+        let launched = if standby {
+            self.launch(&target, true, true)
+                .map(|p| self.standby = Some(p))
+        } else {
+            self.start_node(&target, true).await
+        };
+        if let Err(e) = launched {
+            self.disarm_handover();
+            return Err(StepError::Launch(e));
         }
-        crate::crash::point("after-effect:standby-launched");
+        crate::crash::point(if standby {
+            "after-effect:standby-launched"
+        } else {
+            "after-effect:new-node-launched"
+        });
+        let (who, proc) = if standby {
+            ("standby", &mut self.standby)
+        } else {
+            ("new node", &mut self.node)
+        };
         let delivered = tokio::select! {
             d = tokio::time::timeout(self.cfg.handover_deadline, deliveries.recv()) => d.ok().flatten(),
-            _ = wait_exit(self.standby.as_mut()) => None,
+            _ = wait_exit(proc.as_mut()) => None,
         };
+        let exited = proc.as_mut().and_then(|n| n.exited());
         self.disarm_handover();
         let Some(receiver) = delivered else {
             let why = self
@@ -622,25 +652,18 @@ impl Agent {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .take();
-            let exited = self.standby.as_mut().and_then(|n| n.exited());
             return Err(StepError::Delivery(match (why, exited) {
-                (Some(why), _) => format!("the agent refused the standby the keys: {why}"),
+                (Some(why), _) => format!("the agent refused the {who} the keys: {why}"),
                 (None, Some(code)) => format!(
-                    "the standby exited ({code}) before taking the keys; it refused them or crashed (see its log)"
+                    "the {who} exited ({code}) before taking the keys; it refused them or crashed (see its log)"
                 ),
                 (None, None) => format!(
-                    "the standby did not take the keys within {:?}",
+                    "the {who} did not take the keys within {:?}",
                     self.cfg.handover_deadline
                 ),
             }));
         };
         crate::crash::point("after-effect:keys-delivered");
-        let deadline = self.cfg.node_ready_deadline;
-        let standby = self.standby.as_mut().expect("launched above");
-        standby
-            .wait_standby(deadline)
-            .await
-            .map_err(|e| StepError::Delivery(format!("the standby did not report ready: {e}")))?;
         Ok(receiver.to_string())
     }
 
@@ -1164,55 +1187,7 @@ impl Agent {
     /// Serves the keys to the verified target only, launches it, and waits for its attested
     /// acknowledgement (or its exit, or the deadline).
     async fn launch_and_deliver(&mut self, t: &mut Transit) -> Result<String, StepError> {
-        let target = self
-            .core
-            .state()
-            .upgrade
-            .as_ref()
-            .and_then(|u| u.target.clone())
-            .ok_or_else(|| StepError::Launch("no verified target".into()))?;
-        let ring = t
-            .ring
-            .take()
-            .ok_or_else(|| StepError::Launch("no keys in transit".into()))?;
-        let version: Version = target
-            .version
-            .parse()
-            .map_err(|e: String| StepError::Launch(e))?;
-        let mre = Measurement::from_hex(&target.mr_enclave)
-            .map_err(|e| StepError::Launch(e.to_string()))?;
-        let mut deliveries = self.arm_handover(ring, version, mre);
-        if let Err(e) = self.start_node(&target, true).await {
-            self.disarm_handover();
-            return Err(StepError::Launch(e));
-        }
-        crate::crash::point("after-effect:new-node-launched");
-        let delivered = tokio::select! {
-            d = tokio::time::timeout(self.cfg.handover_deadline, deliveries.recv()) => d.ok().flatten(),
-            _ = wait_exit(self.node.as_mut()) => None,
-        };
-        self.disarm_handover();
-        let Some(receiver) = delivered else {
-            let why = self
-                .runtime
-                .handover_refusal
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            let exited = self.node.as_mut().and_then(|n| n.exited());
-            return Err(StepError::Delivery(match (why, exited) {
-                (Some(why), _) => format!("the agent refused the new node the keys: {why}"),
-                (None, Some(code)) => format!(
-                    "the new node exited ({code}) before taking the keys; it refused them or crashed (see its log)"
-                ),
-                (None, None) => format!(
-                    "the new node did not take the keys within {:?}",
-                    self.cfg.handover_deadline
-                ),
-            }));
-        };
-        crate::crash::point("after-effect:keys-delivered");
-        Ok(receiver.to_string())
+        self.launch_and_serve_keys(t, false).await
     }
 
     async fn check_health(&self) -> Result<(), String> {
