@@ -2,15 +2,16 @@
 //!
 //! Starts the platform, makes a dev committee, builds dcnode v1 and v2 and the agent, starts
 //! the agent (which starts v1), stores objects, publishes v2 to the local feed, lets the agent
-//! upgrade while a client keeps reading, reads every object back from v2, and prints the
-//! timeline and the downtime (last read served by v1 → first served by v2).
+//! upgrade (make-before-break unless `--switch break-before-make`) while load clients keep
+//! writing and reading (`dc-loadgen`: keep-alive and new-connection clients, nothing retried),
+//! reads every object and every acknowledged write back from v2, and prints the timeline, the
+//! failed requests and the downtime (last request served by v1 → first served by v2).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use dc_lab::{Bins, Lab};
+use dc_lab::{AgentOptions, Bins, Lab};
+use dc_loadgen::{LoadConfig, Outcome, Report};
 use dcupgrade::agent::now_ms;
 
 #[derive(clap::Args)]
@@ -21,13 +22,19 @@ pub struct DemoArgs {
     /// How many objects v1 stores.
     #[arg(long, default_value_t = 20)]
     objects: usize,
+    /// Load clients during the upgrade: half keep one connection alive, the others open a
+    /// new connection per request; 20 % of requests are PUTs of new objects.
+    #[arg(long, default_value_t = 2)]
+    clients: usize,
+    /// How the new node takes over: `make-before-break` (the new node gets the keys while
+    /// the old one serves; connections wait in the listening socket during the switch) or
+    /// `break-before-make` (the old node stops first).
+    #[arg(long, default_value = "make-before-break", value_parser = ["make-before-break", "break-before-make"])]
+    switch: String,
     /// Keep the working directory.
     #[arg(long)]
     keep: bool,
 }
-
-/// One read by the demo's client: when it finished, and which version served it (if any).
-type Read = (u64, Option<String>);
 
 fn step(t0: Instant, msg: &str) {
     println!("[{:>7.3}s] {msg}", t0.elapsed().as_secs_f64());
@@ -61,16 +68,24 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         ),
     );
     lab.publish(&v1.record).map_err(|e| anyhow!(e))?;
-    lab.start_agent(&v1, Duration::from_secs(60))
-        .map_err(|e| anyhow!(e))?;
+    lab.start_agent_opts(
+        &v1,
+        &AgentOptions {
+            retry_backoff: Duration::from_secs(60),
+            switch: a.switch.clone(),
+            ..AgentOptions::default()
+        },
+    )
+    .map_err(|e| anyhow!(e))?;
     lab.wait_serving("1.0.0", Duration::from_secs(30))
         .await
         .map_err(|e| anyhow!(e))?;
     step(
         t0,
         &format!(
-            "agent running on {}; dcnode v1 serving on {}",
+            "agent running on {} ({}); dcnode v1 serving on {}",
             lab.agent_url(),
+            a.switch,
             lab.node_url()
         ),
     );
@@ -91,43 +106,21 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         ),
     );
 
-    // A client reading all the time, recording which version served each read.
-    let stop = Arc::new(AtomicBool::new(false));
-    let log: Arc<Mutex<Vec<Read>>> = Arc::default();
-    let reader = {
-        let (stop, log, names) = (
-            stop.clone(),
-            log.clone(),
-            objects.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
-        );
-        let url = lab.node_url();
-        tokio::spawn(async move {
-            let http = reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_millis(500))
-                .build()
-                .expect("client");
-            let mut i = 0usize;
-            while !stop.load(Ordering::Relaxed) {
-                let name = &names[i % names.len()];
-                i += 1;
-                let r = http.get(format!("{url}/v1/objects/{name}")).send().await;
-                let served = match r {
-                    Ok(r) if r.status().is_success() => r
-                        .headers()
-                        .get("x-dcnode-version")
-                        .and_then(|v| v.to_str().ok())
-                        .map(String::from),
-                    _ => None,
-                };
-                let ok = served.is_some();
-                log.lock().expect("log").push((now_ms(), served));
-                if !ok {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-            }
-        })
+    // Load clients all the time, recording which version served each request.
+    let target = format!("127.0.0.1:{}", lab.node_port).parse()?;
+    let config = LoadConfig {
+        clients: a.clients.max(1),
+        ..LoadConfig::new(target)
     };
+    let keep_alive = config.keep_alive_clients();
+    let load = dc_loadgen::start(config).map_err(|e| anyhow!(e))?;
+    step(
+        t0,
+        &format!(
+            "{} load clients started ({keep_alive} keep-alive, the others a new connection per request; GETs and PUTs)",
+            a.clients.max(1)
+        ),
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let published_at = now_ms();
@@ -138,10 +131,10 @@ pub async fn run(a: DemoArgs) -> Result<()> {
             .as_ref()
             .is_some_and(|st| st.upgrades_completed >= 1 || !st.failed.is_empty())
     });
-    let status = done.await.map_err(|e| anyhow!(e))?;
+    let status = done.await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    stop.store(true, Ordering::Relaxed);
-    reader.await?;
+    let run = load.stop_and_join().await;
+    let status = status.map_err(|e| anyhow!(e))?;
     let st = status.state.clone().context("no agent state")?;
     if st.upgrades_completed < 1 {
         bail!(
@@ -172,6 +165,16 @@ pub async fn run(a: DemoArgs) -> Result<()> {
             objects.len()
         ),
     );
+    let verification = run.verify_writes().await;
+    step(
+        t0,
+        &format!(
+            "{} writes acknowledged during the upgrade read back: {} lost, {} unreadable",
+            verification.checked,
+            verification.lost(),
+            verification.unreadable.len()
+        ),
+    );
 
     println!("\nupgrade timeline (agent journal):");
     let first = st.timeline.first().map(|e| e.at_ms).unwrap_or(published_at);
@@ -186,33 +189,50 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         );
         prev = e.at_ms;
     }
-    let log = log.lock().expect("log");
-    let last_v1 = log
-        .iter()
-        .filter(|(_, v)| v.as_deref() == Some("1.0.0"))
-        .map(|(t, _)| *t)
-        .max();
-    let first_v2 = log
-        .iter()
-        .filter(|(_, v)| v.as_deref() == Some("2.0.0"))
-        .map(|(t, _)| *t)
-        .min();
-    let failed = log.iter().filter(|(_, v)| v.is_none()).count();
-    let (Some(last_v1), Some(first_v2)) = (last_v1, first_v2) else {
-        bail!("the reader did not see both versions serve");
+    // Completion times (µs since the load started) of the requests each version served.
+    let served_by = |v: &str| -> Vec<u64> {
+        run.samples
+            .iter()
+            .filter(|s| matches!(&s.outcome, Outcome::Ok { version } if version == v))
+            .map(|s| s.start_us + s.latency_us)
+            .collect()
     };
-    let downtime = first_v2.saturating_sub(last_v1);
+    let (Some(last_v1), Some(first_v2)) = (
+        served_by("1.0.0").into_iter().max(),
+        served_by("2.0.0").into_iter().min(),
+    ) else {
+        bail!("the load clients did not see both versions serve");
+    };
+    let report = Report::new(&run.samples, &[], Some(&verification));
+    let o = &report.overall;
+    let downtime_us = first_v2.saturating_sub(last_v1);
+    let downtime = downtime_us / 1000;
     let detection = first.saturating_sub(published_at);
     let total = st.timeline.last().map(|e| e.at_ms).unwrap_or(first) - first;
     println!("\nrelease detection: {detection} ms after publication (feed polled every 100 ms)");
     println!("upgrade (candidate → committed): {total} ms");
-    println!("downtime (last read served by v1 → first served by v2): {downtime} ms");
     println!(
-        "reads during the upgrade: {} ok, {failed} failed while no node served",
-        log.len() - failed
+        "downtime (last request served by v1 → first served by v2, at the client): {:.1} ms",
+        downtime_us as f64 / 1000.0
     );
-    println!("RESULT downtime_ms={downtime} upgrade_ms={total} detection_ms={detection} failed_reads={failed}");
-    drop(log);
+    let classes: Vec<String> = o.failures.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    println!(
+        "requests during the run ({}): {} ok, {} failed{}",
+        a.switch,
+        o.ok,
+        o.failed,
+        if classes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", classes.join(", "))
+        }
+    );
+    println!(
+        "RESULT downtime_ms={downtime} upgrade_ms={total} detection_ms={detection} failed_requests={} requests={} lost_writes={}",
+        o.failed,
+        o.requests,
+        verification.lost()
+    );
     drop(lab);
     if a.keep && a.dir.is_none() {
         println!("kept {}", tmp.keep().display());

@@ -246,7 +246,19 @@ fn the_demo_command_succeeds() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("all 5 objects read back from v2"), "{text}");
-    assert!(text.contains("RESULT downtime_ms="), "{text}");
+    // Make-before-break (the default) under the demo's load: nothing refused, reset or lost.
+    let result: std::collections::HashMap<&str, &str> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT line: {text}"))
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
+    for key in ["downtime_ms", "upgrade_ms", "detection_ms", "requests"] {
+        assert!(result.contains_key(key), "{key} missing: {text}");
+    }
+    assert_eq!(result.get("failed_requests"), Some(&"0"), "{text}");
+    assert_eq!(result.get("lost_writes"), Some(&"0"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
