@@ -60,8 +60,10 @@ struct Args {
     #[arg(long, requires = "upgrader")]
     standby: bool,
     /// Drain on SIGTERM: for this long open connections are still answered, each response
-    /// with `Connection: close`; then idle connections are closed.
-    #[arg(long, default_value_t = 20, value_name = "MS")]
+    /// with `Connection: close`; then idle connections are closed. New connections wait in
+    /// the shared socket's queue for the next node meanwhile, so this adds to their latency:
+    /// long enough for busy keep-alive clients to receive their `Connection: close`, no more.
+    #[arg(long, default_value_t = 5, value_name = "MS")]
     drain_linger_ms: u64,
     /// Drain on SIGTERM: requests still in progress this long after it are cut. Keep it below
     /// the launcher's stop grace (the software platform's is 5 s).
