@@ -5,12 +5,14 @@
 //! - [`watcher`]: follows finalized blocks over Substrate JSON-RPC (WebSocket): subscribes to
 //!   finalized heads, reads storage *at the finalized hash*, never acts while the node syncs,
 //!   reconnects with backoff across several endpoints, and polls as a fallback for missed
-//!   notifications. It reports what it sees; the trust decisions (committee signatures) are
+//!   notifications. `wss://` endpoints use rustls with ring ([`tls`]), trusting the public
+//!   web roots plus [`WatcherConfig::extra_roots_pem`]. It reports what it sees; the trust decisions (committee signatures) are
 //!   made inside the enclave by `dc-release`, since the RPC node is trusted for availability
 //!   only.
 
 pub mod storage;
 pub mod testnet;
+pub mod tls;
 pub mod watcher;
 
 pub use storage::{DcProgramInfo, EnclaveIdEntry};

@@ -15,15 +15,20 @@ use jsonrpsee_core::rpc_params;
 use jsonrpsee_ws_client::{WsClient, WsClientBuilder};
 use serde_json::Value;
 use tokio::sync::mpsc;
+use tokio_rustls::TlsConnector;
 use tracing::{debug, warn};
 
 use crate::storage::{self, DcProgramInfo, EnclaveIdEntry, MAX_VALUE_BYTES};
+use crate::tls;
 use crate::ChainError;
 
 #[derive(Clone, Debug)]
 pub struct WatcherConfig {
-    /// WebSocket endpoints (`ws://host:port`), tried in order.
+    /// WebSocket endpoints (`ws://host:port` or `wss://host[:port][/path]`), tried in order.
     pub endpoints: Vec<String>,
+    /// Extra root certificates for `wss://` endpoints, each entry the contents of one PEM
+    /// file (`--chain-ca`), trusted beside the public web roots. Unused for `ws://`.
+    pub extra_roots_pem: Vec<Vec<u8>>,
     /// Re-read the finalized head this often even without notifications.
     pub poll_interval: Duration,
     pub reconnect_min: Duration,
@@ -37,12 +42,27 @@ impl WatcherConfig {
     pub fn new(endpoints: Vec<String>) -> Self {
         Self {
             endpoints,
+            extra_roots_pem: Vec::new(),
             poll_interval: Duration::from_secs(6),
             reconnect_min: Duration::from_millis(200),
             reconnect_max: Duration::from_secs(30),
             request_timeout: Duration::from_secs(10),
             min_interval: Duration::from_millis(20),
         }
+    }
+
+    /// Checks what can be checked before connecting: every endpoint is a `ws://` or `wss://`
+    /// URL and every extra root is a PEM certificate. The watcher runs without this call too
+    /// (and reports such problems as [`Event::Disconnected`] reasons), but a caller that
+    /// wants a bad `--chain-ca` file to stop start-up calls it first.
+    pub fn check(&self) -> Result<(), String> {
+        for e in &self.endpoints {
+            let lower = e.to_ascii_lowercase();
+            if !(lower.starts_with("ws://") || lower.starts_with("wss://")) {
+                return Err(format!("chain endpoint {e:?}: expected ws:// or wss://"));
+            }
+        }
+        tls::connector(&self.extra_roots_pem).map(|_| ())
     }
 }
 
@@ -78,6 +98,15 @@ async fn run(cfg: WatcherConfig, tx: mpsc::Sender<Event>) {
         warn!("chain watcher has no endpoints");
         return;
     }
+    // Built once (parsing the roots is not free); only when some endpoint needs it.
+    let tls = cfg
+        .endpoints
+        .iter()
+        .any(|e| tls::is_wss(e))
+        .then(|| tls::connector(&cfg.extra_roots_pem));
+    if let Some(Err(e)) = &tls {
+        warn!("chain watcher cannot use its wss:// endpoints: {e}");
+    }
     let mut backoff = cfg.reconnect_min;
     let mut i = 0usize;
     let mut last_hash = String::new();
@@ -85,7 +114,7 @@ async fn run(cfg: WatcherConfig, tx: mpsc::Sender<Event>) {
         let endpoint = cfg.endpoints[i % cfg.endpoints.len()].clone();
         i += 1;
         let started = Instant::now();
-        let reason = match session(&cfg, &endpoint, &tx, &mut last_hash).await {
+        let reason = match session(&cfg, tls.as_ref(), &endpoint, &tx, &mut last_hash).await {
             Ok(()) => return, // the receiver is gone
             Err(e) => e,
         };
@@ -111,19 +140,38 @@ async fn run(cfg: WatcherConfig, tx: mpsc::Sender<Event>) {
 /// One connection. `Ok(())` only when the event receiver is gone.
 async fn session(
     cfg: &WatcherConfig,
+    tls: Option<&Result<TlsConnector, String>>,
     endpoint: &str,
     tx: &mpsc::Sender<Event>,
     last_hash: &mut String,
 ) -> Result<(), String> {
-    let client = WsClientBuilder::default()
+    let builder = WsClientBuilder::default()
         .request_timeout(cfg.request_timeout)
         .connection_timeout(cfg.request_timeout)
         .max_response_size((MAX_VALUE_BYTES * 2 + 4096) as u32)
         .max_request_size(64 * 1024)
-        .max_buffer_capacity_per_subscription(16)
-        .build(endpoint)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .max_buffer_capacity_per_subscription(16);
+    let client = if tls::is_wss(endpoint) {
+        let connector = match tls {
+            Some(Ok(c)) => c,
+            Some(Err(e)) => return Err(format!("connect: {e}")),
+            None => return Err("connect: no TLS configuration".into()),
+        };
+        // TCP and TLS within one deadline; the WebSocket handshake over the stream has its
+        // own (`connection_timeout`).
+        let (ws_url, stream) = tls::connect(connector, endpoint, cfg.request_timeout)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        builder
+            .build_with_stream(ws_url, stream)
+            .await
+            .map_err(|e| format!("connect: WebSocket over TLS: {e}"))?
+    } else {
+        builder
+            .build(endpoint)
+            .await
+            .map_err(|e| format!("connect: {e}"))?
+    };
     if tx
         .send(Event::Connected {
             endpoint: endpoint.into(),
