@@ -1,6 +1,9 @@
 //! `dcupgrade`: the DC upgrade agent (`run`, inside an enclave), its operator commands
 //! (`status`, `pause`, `resume`, `check`) and the host-side launch broker (`launch-broker`).
 //! The demo upgrade is a separate program, `dcupgrade-demo` (crate `dc-lab`).
+//!
+//! `run` takes its settings from `--config FILE.toml`, `DCUPGRADE_*` environment variables
+//! and flags (flags win, then the environment, then the file; see `config.rs`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,6 +19,9 @@ use dcupgrade::launcher::SimLauncher;
 use tracing::info;
 
 mod check;
+mod config;
+
+use config::{LauncherKind, LogFormat, RunConfig, Settings, SwitchArg};
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +30,11 @@ mod check;
     about = "DC upgrade agent: committee-signed releases, attested key handover, upgrades with rollback"
 )]
 struct Cli {
+    /// Log format (stderr): `text` or `json` (one object per line: time, level, target,
+    /// message, span and event fields). Also `DCUPGRADE_LOG_FORMAT` or, for `run`, the config
+    /// file's `log_format` [default: text].
+    #[arg(long, value_enum, global = true)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -67,106 +78,92 @@ enum Cmd {
     /// Read DCChain once: the finalized block, DcProgram, every EnclaveIds entry with whether
     /// its signature verifies, and what the agent would decide.
     Check(check::CheckArgs),
+    /// The `run` configuration file.
+    #[command(subcommand)]
+    Config(ConfigCmd),
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum SwitchArg {
-    MakeBeforeBreak,
-    BreakBeforeMake,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum LauncherKind {
-    /// The software TEE platform (`dctee-sim launch`).
-    Sim,
-    /// `gramine-sgx` as a child process (an agent running outside Gramine).
-    Gramine,
-    /// The host-side launch broker (an agent running inside Gramine).
-    Broker,
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Validate a config file and print the effective `run` configuration (the file with the
+    /// `DCUPGRADE_*` environment variables applied, defaults filled in).
+    Check { file: PathBuf },
 }
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Agent state: journal, downloaded artifacts, bundles, sealed keys in transit.
+    /// A TOML file with any of the settings below (`--node-listen` → `node_listen = "…"`).
+    /// `DCUPGRADE_<NAME>` environment variables override it; flags override both.
     #[arg(long)]
-    state: PathBuf,
-    /// Local release feed directory (a release source).
-    #[arg(long)]
-    feed: Option<PathBuf>,
-    /// DCChain RPC endpoint, `ws://HOST:PORT` (a release source; repeatable, tried in order).
-    #[arg(long = "chain")]
-    chain: Vec<String>,
-    /// Re-read the chain's finalized head this often even without notifications.
-    #[arg(long, default_value_t = 6000)]
-    chain_poll_ms: u64,
-    #[arg(long, default_value = "127.0.0.1:6666")]
-    listen: SocketAddr,
-    /// The node's data directory.
-    #[arg(long)]
-    node_data: PathBuf,
-    #[arg(long, default_value = "127.0.0.1:7000")]
-    node_listen: SocketAddr,
-    #[arg(long, default_value = "127.0.0.1:6667")]
-    node_upgrade: SocketAddr,
-    /// How nodes are started: on the software platform (`sim`) or under Gramine-SGX.
-    #[arg(long, value_enum, default_value = "sim")]
-    launcher: LauncherKind,
-    /// How the new node takes over: `make-before-break` (the agent owns the data port and
-    /// passes it to every node; the new node gets the keys while the old one serves; no
-    /// connection is refused) or `break-before-make` (the old node stops first). Only the
-    /// `sim` launcher can pass sockets; the others always break before make.
-    #[arg(long, value_enum, default_value = "make-before-break")]
-    switch: SwitchArg,
-    /// `sim`: the software TEE platform's `dctee-sim` binary.
-    #[arg(long, required_if_eq("launcher", "sim"))]
-    sim_bin: Option<PathBuf>,
-    /// `sim`: the platform's state directory (for `dctee-sim launch --state`).
-    #[arg(long, required_if_eq("launcher", "sim"))]
-    platform_state: Option<PathBuf>,
-    /// `gramine`: the `gramine-sgx` program.
-    #[arg(long, default_value = "gramine-sgx")]
-    gramine_bin: PathBuf,
-    /// `broker`: the launch broker's address.
-    #[arg(long, default_value = "127.0.0.1:6668")]
-    broker: SocketAddr,
-    /// First run only: the installed node's bundle directory.
-    #[arg(long)]
-    initial_bundle: Option<PathBuf>,
-    /// First run only: the installed node's signed release record.
-    #[arg(long)]
-    initial_record: Option<PathBuf>,
-    /// This agent's committee-signed upgrader record.
-    #[arg(long)]
-    agent_record: Option<PathBuf>,
-    /// Extra PEM root certificate trusted for https downloads (repeatable).
-    #[arg(long = "download-ca")]
-    download_ca: Vec<PathBuf>,
-    #[arg(long, default_value_t = 500)]
-    poll_ms: u64,
-    #[arg(long, default_value_t = 60_000)]
-    retry_backoff_ms: u64,
-    #[arg(long, default_value_t = 30_000)]
-    node_ready_ms: u64,
-    #[arg(long, default_value_t = 30_000)]
-    handover_ms: u64,
-    #[arg(long, default_value_t = 15_000)]
-    health_ms: u64,
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: Settings,
     /// Test builds only: exit abruptly at this crash-injection point.
     #[cfg(debug_assertions)]
     #[arg(long, hide = true)]
     crash_at: Option<String>,
 }
 
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Logging to stderr in the chosen format, filtered by `DCUPGRADE_LOG` (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DCUPGRADE_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let b = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => b
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => b
+            .with_ansi(false)
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(json_log::JsonLines)
+            .init(),
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DCUPGRADE_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    // `run`: the effective configuration (file, environment, flags) before anything else,
+    // since it chooses the log format too.
+    let run_cfg = match &cli.cmd {
+        Cmd::Run(a) => {
+            let flags = Settings {
+                log_format: cli.log_format,
+                ..a.settings.clone()
+            };
+            match config::effective(a.config.as_deref(), &env_var, flags) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    eprintln!("dcupgrade: error: {e:#}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => None,
+    };
+    let log_format = match (&run_cfg, cli.log_format) {
+        (Some(c), _) => c.log_format,
+        (None, Some(f)) => f,
+        (None, None) => match env_var("DCUPGRADE_LOG_FORMAT").filter(|v| !v.is_empty()) {
+            None => LogFormat::Text,
+            Some(v) => match <LogFormat as clap::ValueEnum>::from_str(v.trim(), false) {
+                Ok(f) => f,
+                Err(_) => {
+                    eprintln!(
+                        "dcupgrade: error: DCUPGRADE_LOG_FORMAT: expected text or json, got {v:?}"
+                    );
+                    return std::process::ExitCode::FAILURE;
+                }
+            },
+        },
+    };
+    init_logging(log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -180,7 +177,17 @@ fn main() -> std::process::ExitCode {
     };
     let r = rt.block_on(async {
         match cli.cmd {
-            Cmd::Run(a) => run(*a).await,
+            Cmd::Run(a) => {
+                #[cfg(debug_assertions)]
+                dcupgrade::crash::arm(a.crash_at.clone());
+                let _ = &a;
+                run(run_cfg.expect("resolved above")).await
+            }
+            Cmd::Config(ConfigCmd::Check { file }) => {
+                let c = config::effective(Some(&file), &env_var, Settings::default())?;
+                print!("{}", c.to_toml());
+                Ok(())
+            }
             Cmd::Status { url, json } => status(&url, json).await,
             Cmd::Pause { url } => post(&url, "/v1/pause").await,
             Cmd::Resume { url } => post(&url, "/v1/resume").await,
@@ -218,7 +225,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(a: RunArgs) -> Result<()> {
+async fn run(a: RunConfig) -> Result<()> {
     // Trust roots come only from the measured configuration, never from arguments.
     let opened =
         dc_tee::open().context("the agent must run as an enclave (Gramine-SGX or dctee-sim)")?;
@@ -227,11 +234,6 @@ async fn run(a: RunArgs) -> Result<()> {
     let manifest = Manifest::parse(&manifest_bytes)?;
     let committee = Committee::from_trust_roots(&manifest.trust)
         .context("trust roots in the measured manifest")?;
-    #[cfg(debug_assertions)]
-    dcupgrade::crash::arm(a.crash_at.clone());
-    if a.feed.is_none() && a.chain.is_empty() {
-        bail!("no release source: give --feed DIR and/or --chain ws://HOST:PORT");
-    }
     let initial = match (a.initial_bundle, a.initial_record) {
         (Some(b), Some(r)) => Some((b, r)),
         (None, None) => None,
@@ -273,10 +275,20 @@ async fn run(a: RunArgs) -> Result<()> {
         LauncherKind::Sim => Arc::new(SimLauncher {
             sim_bin: a.sim_bin.clone().context("--sim-bin")?,
             platform_state: a.platform_state.clone().context("--platform-state")?,
-            // The node's log level follows the agent's environment, if set.
+            // The node's log level follows the agent's environment, if set; its log format
+            // too, else it follows the agent's own (only JSON is passed on: a node bundle
+            // must list `DCNODE_LOG_FORMAT` in `env_passthrough` for that).
             env: std::env::var("DCNODE_LOG")
-                .map(|v| vec![format!("DCNODE_LOG={v}")])
-                .unwrap_or_default(),
+                .map(|v| format!("DCNODE_LOG={v}"))
+                .into_iter()
+                .chain(
+                    std::env::var("DCNODE_LOG_FORMAT")
+                        .ok()
+                        .filter(|v| !v.is_empty())
+                        .or_else(|| (a.log_format == LogFormat::Json).then(|| "json".into()))
+                        .map(|v| format!("DCNODE_LOG_FORMAT={v}")),
+                )
+                .collect(),
         }),
         LauncherKind::Gramine => Arc::new(dcupgrade::launcher::GramineLauncher {
             gramine_bin: a.gramine_bin.clone(),
@@ -383,4 +395,93 @@ async fn post(url: &str, path: &str) -> Result<()> {
         .error_for_status()?;
     println!("ok");
     Ok(())
+}
+
+/// `--log-format json`: one JSON object per line with `time` (RFC 3339, UTC), `level`,
+/// `target` and `message` first, then the fields of the event's spans (outermost first) and
+/// of the event itself (an inner one wins on a name clash).
+mod json_log {
+    use std::fmt;
+
+    use serde_json::{Map, Value};
+    use tracing::field::{Field, Visit};
+    use tracing::{Event, Subscriber};
+    use tracing_subscriber::fmt::format::Writer;
+    use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+    use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+    use tracing_subscriber::registry::LookupSpan;
+
+    pub struct JsonLines;
+
+    struct Fields<'a>(&'a mut Map<String, Value>);
+
+    impl Visit for Fields<'_> {
+        fn record_str(&mut self, f: &Field, v: &str) {
+            self.0.insert(f.name().into(), v.into());
+        }
+        fn record_u64(&mut self, f: &Field, v: u64) {
+            self.0.insert(f.name().into(), v.into());
+        }
+        fn record_i64(&mut self, f: &Field, v: i64) {
+            self.0.insert(f.name().into(), v.into());
+        }
+        fn record_bool(&mut self, f: &Field, v: bool) {
+            self.0.insert(f.name().into(), v.into());
+        }
+        fn record_f64(&mut self, f: &Field, v: f64) {
+            self.0.insert(f.name().into(), v.into());
+        }
+        fn record_error(&mut self, f: &Field, v: &(dyn std::error::Error + 'static)) {
+            self.0.insert(f.name().into(), v.to_string().into());
+        }
+        fn record_debug(&mut self, f: &Field, v: &dyn fmt::Debug) {
+            self.0.insert(f.name().into(), format!("{v:?}").into());
+        }
+    }
+
+    impl<S, N> FormatEvent<S, N> for JsonLines
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+        N: for<'a> FormatFields<'a> + 'static,
+    {
+        fn format_event(
+            &self,
+            ctx: &FmtContext<'_, S, N>,
+            mut w: Writer<'_>,
+            event: &Event<'_>,
+        ) -> fmt::Result {
+            let mut fields = Map::new();
+            if let Some(scope) = ctx.event_scope() {
+                for span in scope.from_root() {
+                    let ext = span.extensions();
+                    if let Some(f) = ext.get::<FormattedFields<N>>() {
+                        if let Ok(Value::Object(m)) = serde_json::from_str(f.as_str()) {
+                            fields.extend(m);
+                        }
+                    }
+                }
+            }
+            event.record(&mut Fields(&mut fields));
+            let message = fields.remove("message").unwrap_or_else(|| "".into());
+            let mut time = String::new();
+            SystemTime.format_time(&mut Writer::new(&mut time))?;
+            let meta = event.metadata();
+            let j = |v: &Value| serde_json::to_string(v).map_err(|_| fmt::Error);
+            let mut line = format!(
+                "{{\"time\":{},\"level\":{},\"target\":{},\"message\":{}",
+                j(&time.into())?,
+                j(&meta.level().as_str().into())?,
+                j(&meta.target().into())?,
+                j(&message)?,
+            );
+            for (k, v) in &fields {
+                if !matches!(k.as_str(), "time" | "level" | "target") {
+                    line.push_str(&format!(",{}:{}", j(&k.as_str().into())?, j(v)?));
+                }
+            }
+            line.push('}');
+            let s = line;
+            writeln!(w, "{s}")
+        }
+    }
 }
