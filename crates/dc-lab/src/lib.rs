@@ -241,7 +241,7 @@ impl Lab {
             debug,
             entrypoint: "bin/dcnode".into(),
             args: measured_args.iter().map(|s| s.to_string()).collect(),
-            env_passthrough: vec!["DCNODE_LOG".into()],
+            env_passthrough: vec!["DCNODE_LOG".into(), "DCNODE_LOG_FORMAT".into()],
             trust: self.trust(),
         };
         let bundle_dir = self.dir.join("bundles").join(&name);

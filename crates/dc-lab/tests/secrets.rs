@@ -2,7 +2,9 @@
 //! component at the most verbose log level. The node's keyring is derived from a test seed
 //! (a measured test-only argument), so the test knows every key byte and looks for it —
 //! raw, hex (both cases), base64 (standard and URL-safe, padded or not) and partial hex — in
-//! every log, status output and error.
+//! every log, status output and error. It runs with both log formats: text, and JSON (where
+//! every line of the agent's and nodes' log must be one JSON object with `time`, `level`,
+//! `target` and `message`).
 
 mod common;
 
@@ -37,13 +39,124 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
+/// The agent started by the test itself (the lab starts it with text logs): stopped on drop.
+struct OwnAgent(std::process::Child);
+
+impl Drop for OwnAgent {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let end = std::time::Instant::now() + Duration::from_secs(15);
+        while std::time::Instant::now() < end {
+            if self.0.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Restarts the lab's agent with `--log-format json`, its settings from a config file
+/// (`run --config`), into a fresh `agent.log` (the text log so far is kept beside it).
+fn restart_agent_json(w: &mut common::World) -> OwnAgent {
+    let lab = &mut w.lab;
+    lab.stop_agent();
+    let dir = lab.dir.clone();
+    std::fs::rename(dir.join("agent.log"), dir.join("agent-text.log")).unwrap();
+    let q = |p: &std::path::Path| format!("{:?}", p.display().to_string());
+    let config = format!(
+        "state = {}\nfeed = {}\nchain_poll_ms = 2000\nlisten = \"127.0.0.1:{}\"\n\
+         node_data = {}\nnode_listen = \"127.0.0.1:{}\"\nnode_upgrade = \"127.0.0.1:{}\"\n\
+         launcher = \"sim\"\nsim_bin = {}\nplatform_state = {}\ninitial_bundle = {}\n\
+         initial_record = {}\nagent_record = {}\npoll_ms = 100\nhealth_ms = 3000\n\
+         retry_backoff_ms = 3600000\n",
+        q(&dir.join("agent")),
+        q(&lab.feed),
+        lab.agent_port,
+        q(&dir.join("node-data")),
+        lab.node_port,
+        lab.node_upgrade_port,
+        q(&lab.bins.sim),
+        q(&dir.join("platform")),
+        q(&w.v1.bundle_dir),
+        q(&w.v1.record_path),
+        q(&dir.join("records").join("dcupgrade.json")),
+    );
+    let config_path = dir.join("dcupgrade.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let log = std::fs::File::create(dir.join("agent.log")).unwrap();
+    let child = std::process::Command::new(&lab.bins.sim)
+        .arg("launch")
+        .arg("--state")
+        .arg(dir.join("platform"))
+        .args(["--env", "DCUPGRADE_LOG=trace", "--env", "DCNODE_LOG=trace"])
+        .arg(dir.join("bundles").join("dcupgrade"))
+        .args(["--", "run", "--log-format", "json", "--config"])
+        .arg(&config_path)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    OwnAgent(child)
+}
+
+/// Every line of the log is one JSON object with the stable fields, except the software
+/// platform's own launcher lines (`dctee-sim: …`, not the agent's or a node's).
+fn check_json_log(log: &str) {
+    let mut fields = std::collections::BTreeSet::new();
+    let mut lines = 0;
+    for line in log.lines() {
+        if line.starts_with("dctee-sim: ") {
+            continue;
+        }
+        lines += 1;
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        let o = v
+            .as_object()
+            .unwrap_or_else(|| panic!("not an object: {line}"));
+        for k in ["time", "level", "target", "message"] {
+            assert!(
+                o.get(k).is_some_and(|x| x.is_string()),
+                "no string `{k}`: {line}"
+            );
+        }
+        fields.extend(o.keys().cloned());
+    }
+    assert!(lines > 100, "only {lines} JSON lines");
+    for k in ["version", "mrenclave"] {
+        assert!(
+            fields.contains(k),
+            "no line has the field `{k}` ({fields:?})"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_key_bytes_in_any_log_status_or_error_at_trace_level() {
+    no_key_bytes(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_key_bytes_in_any_json_log_status_or_error_at_trace_level() {
+    no_key_bytes(true).await
+}
+
+async fn no_key_bytes(json: bool) {
     let opts = AgentOptions {
         log: "trace".into(),
         ..AgentOptions::default()
     };
-    let w = common::world_with(&["--test-key-seed", SEED], opts).await;
+    let mut w = common::world_with(&["--test-key-seed", SEED], opts).await;
+    let _own = json.then(|| restart_agent_json(&mut w));
+    if json {
+        w.lab
+            .wait_serving("1.0.0", common::T)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", w.lab.agent_log()));
+    }
     let ring = dcnode::test_keyring(SEED).unwrap();
     // The node really runs on these keys.
     let status: serde_json::Value = reqwest::get(format!("{}/v1/status", w.lab.node_url()))
@@ -121,9 +234,23 @@ async fn no_key_bytes_in_any_log_status_or_error_at_trace_level() {
             [out.stdout, out.stderr].concat(),
         ));
     }
+    if json {
+        outputs.push((
+            "text log before the restart".into(),
+            std::fs::read(w.lab.dir.join("agent-text.log")).unwrap(),
+        ));
+    }
     // Trace level really was on, in the agent and in the nodes.
     let log = String::from_utf8_lossy(&outputs[0].1).to_string();
-    let trace_lines = log.lines().filter(|l| l.contains(" TRACE ")).count();
+    if json {
+        check_json_log(&log);
+    }
+    let trace = if json {
+        "\"level\":\"TRACE\""
+    } else {
+        " TRACE "
+    };
+    let trace_lines = log.lines().filter(|l| l.contains(trace)).count();
     assert!(trace_lines > 100, "only {trace_lines} trace lines");
     assert!(
         log.contains("dcupgrade trace logging is on"),
