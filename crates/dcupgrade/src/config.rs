@@ -56,7 +56,8 @@ pub struct Settings {
     /// Local release feed directory (a release source).
     #[arg(long)]
     pub feed: Option<PathBuf>,
-    /// DCChain RPC endpoint, `ws://HOST:PORT` (a release source; repeatable, tried in order).
+    /// DCChain RPC endpoint, `ws://HOST:PORT` or `wss://HOST:PORT` (a release source;
+    /// repeatable, tried in order).
     #[arg(long = "chain")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain: Option<Vec<String>>,
@@ -116,6 +117,10 @@ pub struct Settings {
     #[arg(long = "download-ca")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub download_ca: Option<Vec<PathBuf>>,
+    /// Extra PEM root certificate trusted for wss:// chain endpoints (repeatable).
+    #[arg(long = "chain-ca")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_ca: Option<Vec<PathBuf>>,
     /// Feed poll interval [default: 500].
     #[arg(long)]
     pub poll_ms: Option<u64>,
@@ -158,6 +163,7 @@ pub const KEYS: &[&str] = &[
     "initial_record",
     "agent_record",
     "download_ca",
+    "chain_ca",
     "poll_ms",
     "retry_backoff_ms",
     "node_ready_ms",
@@ -197,6 +203,7 @@ pub struct RunConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_record: Option<PathBuf>,
     pub download_ca: Vec<PathBuf>,
+    pub chain_ca: Vec<PathBuf>,
     pub poll_ms: u64,
     pub retry_backoff_ms: u64,
     pub node_ready_ms: u64,
@@ -316,6 +323,9 @@ pub fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<Settings> {
             "comma-separated paths",
             |s| list(s).map(|l| l.into_iter().map(PathBuf::from).collect()),
         )?,
+        chain_ca: parse("chain_ca", v("chain_ca"), "comma-separated paths", |s| {
+            list(s).map(|l| l.into_iter().map(PathBuf::from).collect())
+        })?,
         poll_ms: parse("poll_ms", v("poll_ms"), MS, ms)?,
         retry_backoff_ms: parse("retry_backoff_ms", v("retry_backoff_ms"), MS, ms)?,
         node_ready_ms: parse("node_ready_ms", v("node_ready_ms"), MS, ms)?,
@@ -355,6 +365,7 @@ impl Settings {
                 .download_ca
                 .filter(|c| !c.is_empty())
                 .or(lower.download_ca),
+            chain_ca: self.chain_ca.filter(|c| !c.is_empty()).or(lower.chain_ca),
             poll_ms: self.poll_ms.or(lower.poll_ms),
             retry_backoff_ms: self.retry_backoff_ms.or(lower.retry_backoff_ms),
             node_ready_ms: self.node_ready_ms.or(lower.node_ready_ms),
@@ -412,6 +423,7 @@ impl Settings {
             initial_record: self.initial_record,
             agent_record: self.agent_record,
             download_ca: self.download_ca.unwrap_or_default(),
+            chain_ca: self.chain_ca.unwrap_or_default(),
             poll_ms: self.poll_ms.unwrap_or(500),
             retry_backoff_ms: self.retry_backoff_ms.unwrap_or(60_000),
             node_ready_ms: self.node_ready_ms.unwrap_or(30_000),
@@ -568,7 +580,7 @@ poll_ms = 750
         let mut text = String::new();
         for k in KEYS {
             let v = match *k {
-                "chain" | "download_ca" => "[\"x\"]",
+                "chain" | "download_ca" | "chain_ca" => "[\"x\"]",
                 k if k.ends_with("_ms") => "1",
                 "listen" | "node_listen" | "node_upgrade" | "broker" => "\"127.0.0.1:1\"",
                 "launcher" => "\"sim\"",

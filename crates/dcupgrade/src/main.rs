@@ -297,11 +297,22 @@ async fn run(a: RunConfig) -> Result<()> {
     };
     let shared = Arc::new(Shared::default());
     let listen = cfg.listen;
-    let chain = (!a.chain.is_empty()).then(|| {
+    let chain_roots: Vec<Vec<u8>> = a
+        .chain_ca
+        .iter()
+        .map(|p| std::fs::read(p).with_context(|| p.display().to_string()))
+        .collect::<Result<_>>()?;
+    let chain = if a.chain.is_empty() {
+        None
+    } else {
         let mut wc = dc_chain::WatcherConfig::new(a.chain.clone());
         wc.poll_interval = Duration::from_millis(a.chain_poll_ms);
-        dc_chain::watcher::spawn(wc)
-    });
+        wc.extra_roots_pem = chain_roots;
+        wc.check()
+            .map_err(anyhow::Error::msg)
+            .context("chain endpoints (--chain, --chain-ca)")?;
+        Some(dc_chain::watcher::spawn(wc))
+    };
     let agent = Agent::open(
         cfg,
         tee,
