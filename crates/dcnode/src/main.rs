@@ -112,7 +112,7 @@ fn init_logging(format: LogFormat) {
         LogFormat::Json => b
             .with_ansi(false)
             .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-            .event_format(json_log::JsonLines)
+            .event_format(dc_log::JsonLines)
             .init(),
     }
 }
@@ -675,93 +675,4 @@ fn shutdown_signal(node: Arc<Node>) -> Result<impl std::future::Future<Output = 
         node.ready.store(false, Ordering::SeqCst);
         info!("stopping: draining the data API");
     })
-}
-
-/// `--log-format json` (the same format as `dcupgrade`'s): one JSON object per line with `time` (RFC 3339, UTC), `level`,
-/// `target` and `message` first, then the fields of the event's spans (outermost first) and
-/// of the event itself (an inner one wins on a name clash).
-mod json_log {
-    use std::fmt;
-
-    use serde_json::{Map, Value};
-    use tracing::field::{Field, Visit};
-    use tracing::{Event, Subscriber};
-    use tracing_subscriber::fmt::format::Writer;
-    use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
-    use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
-    use tracing_subscriber::registry::LookupSpan;
-
-    pub struct JsonLines;
-
-    struct Fields<'a>(&'a mut Map<String, Value>);
-
-    impl Visit for Fields<'_> {
-        fn record_str(&mut self, f: &Field, v: &str) {
-            self.0.insert(f.name().into(), v.into());
-        }
-        fn record_u64(&mut self, f: &Field, v: u64) {
-            self.0.insert(f.name().into(), v.into());
-        }
-        fn record_i64(&mut self, f: &Field, v: i64) {
-            self.0.insert(f.name().into(), v.into());
-        }
-        fn record_bool(&mut self, f: &Field, v: bool) {
-            self.0.insert(f.name().into(), v.into());
-        }
-        fn record_f64(&mut self, f: &Field, v: f64) {
-            self.0.insert(f.name().into(), v.into());
-        }
-        fn record_error(&mut self, f: &Field, v: &(dyn std::error::Error + 'static)) {
-            self.0.insert(f.name().into(), v.to_string().into());
-        }
-        fn record_debug(&mut self, f: &Field, v: &dyn fmt::Debug) {
-            self.0.insert(f.name().into(), format!("{v:?}").into());
-        }
-    }
-
-    impl<S, N> FormatEvent<S, N> for JsonLines
-    where
-        S: Subscriber + for<'a> LookupSpan<'a>,
-        N: for<'a> FormatFields<'a> + 'static,
-    {
-        fn format_event(
-            &self,
-            ctx: &FmtContext<'_, S, N>,
-            mut w: Writer<'_>,
-            event: &Event<'_>,
-        ) -> fmt::Result {
-            let mut fields = Map::new();
-            if let Some(scope) = ctx.event_scope() {
-                for span in scope.from_root() {
-                    let ext = span.extensions();
-                    if let Some(f) = ext.get::<FormattedFields<N>>() {
-                        if let Ok(Value::Object(m)) = serde_json::from_str(f.as_str()) {
-                            fields.extend(m);
-                        }
-                    }
-                }
-            }
-            event.record(&mut Fields(&mut fields));
-            let message = fields.remove("message").unwrap_or_else(|| "".into());
-            let mut time = String::new();
-            SystemTime.format_time(&mut Writer::new(&mut time))?;
-            let meta = event.metadata();
-            let j = |v: &Value| serde_json::to_string(v).map_err(|_| fmt::Error);
-            let mut line = format!(
-                "{{\"time\":{},\"level\":{},\"target\":{},\"message\":{}",
-                j(&time.into())?,
-                j(&meta.level().as_str().into())?,
-                j(&meta.target().into())?,
-                j(&message)?,
-            );
-            for (k, v) in &fields {
-                if !matches!(k.as_str(), "time" | "level" | "target") {
-                    line.push_str(&format!(",{}:{}", j(&k.as_str().into())?, j(v)?));
-                }
-            }
-            line.push('}');
-            let s = line;
-            writeln!(w, "{s}")
-        }
-    }
 }
