@@ -160,7 +160,7 @@ async fn a_drain_answers_what_it_has_with_connection_close_and_leaves_the_socket
 async fn without_linger_idle_connections_close_at_once_and_the_deadline_cuts_the_rest() {
     let drain = Drain {
         linger: Duration::ZERO,
-        deadline: Duration::from_secs(3),
+        deadline: Duration::from_secs(10),
     };
     let (shared, stop, server) = start(drain).await;
     let addr = shared.local_addr().unwrap();
@@ -178,11 +178,12 @@ async fn without_linger_idle_connections_close_at_once_and_the_deadline_cuts_the
     let t = std::time::Instant::now();
     stop.send(()).unwrap();
     assert!(closed(&mut idle).await);
+    // Well before the 10 s deadline, with room for a slow machine.
     assert!(
-        t.elapsed() < Duration::from_millis(1500),
+        t.elapsed() < Duration::from_secs(8),
         "idle closed at once, not at the deadline"
     );
-    let report = tokio::time::timeout(Duration::from_secs(5), server)
+    let report = tokio::time::timeout(Duration::from_secs(60), server)
         .await
         .unwrap()
         .unwrap();

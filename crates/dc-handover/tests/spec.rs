@@ -1860,10 +1860,8 @@ async fn a_request_not_completed_within_ten_seconds_is_answered_408() {
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("\"error\":\"timeout\""), "{text}");
-    assert!(
-        elapsed >= Duration::from_secs(9) && elapsed < Duration::from_secs(15),
-        "{elapsed:?}"
-    );
+    // Not before the deadline; no upper bound: a busy machine may answer late.
+    assert!(elapsed >= Duration::from_secs(9), "{elapsed:?}");
 }
 
 #[test]
