@@ -39,11 +39,34 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+/// A free loopback port for a process a test starts later. Not one the kernel picked (`bind(:0)`): the
+/// kernel hands that same ephemeral range out again, to another test's `:0` listener or
+/// outgoing connection, before our process binds it. Ports below the ephemeral range are
+/// never handed out that way; each lab process walks them from its own offset and keeps
+/// the first that binds now.
+pub fn free_port() -> Result<u16, String> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    const LOW: u32 = 10_000;
+    if ephemeral_low <= LOW + 1000 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        return Ok(l.local_addr().map_err(|e| e.to_string())?.port());
+    }
+    let span = ephemeral_low - LOW;
+    let offset = (std::process::id() * 7919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = LOW + (offset + n) % span;
+        let port = u16::try_from(port).map_err(|e| e.to_string())?;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(format!("no free port in {LOW}..{ephemeral_low}"))
 }
 
 impl Testnet {
@@ -51,7 +74,7 @@ impl Testnet {
     pub async fn start(log_dir: &Path) -> Result<Self, String> {
         let mut t = Self {
             child: None,
-            port: free_port(),
+            port: free_port()?,
             root: repo_root(),
             log: log_dir.join("chopsticks.log"),
         };

@@ -144,8 +144,7 @@ fn serve_artifacts(dir: PathBuf) -> Result<u16, String> {
 }
 
 fn free_port() -> Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+    dc_chain::testnet::free_port()
 }
 
 fn err(what: &str) -> impl FnOnce(std::io::Error) -> String + '_ {

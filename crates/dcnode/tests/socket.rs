@@ -251,8 +251,12 @@ fn a_passed_socket_is_served_drained_and_handed_on_without_refusing_a_connection
     let (head, _) = exchange(&mut keep, &put("a", "hello")).unwrap();
     assert!(head.starts_with("http/1.1 204"), "{head}");
     assert!(!head.contains("connection: close"), "{head}");
-    // A request in progress when the drain starts: headers sent, body not yet.
+    // A request in progress when the drain starts: headers sent, body not yet. A first
+    // exchange proves this node accepted the connection (else it could still sit in the
+    // socket's queue when the drain starts, and be the next node's).
     let mut slow = connect(addr);
+    let (head, _) = exchange(&mut slow, &get("/readyz")).unwrap();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
     slow.write_all(b"PUT /v1/objects/b HTTP/1.1\r\nhost: n\r\ncontent-length: 5\r\n\r\nwo")
         .unwrap();
 

@@ -187,7 +187,44 @@ fn offer_of(c: &Candidate) -> Offer {
 
 /// Binds the node data port for the agent's whole life, with a deep accept queue: during a
 /// switch, new connections wait there for the next node.
+/// Binds the node data port, waiting while it is in use: after an agent restart the nodes of
+/// the agent before it (told to stop when it died) may still be draining their copy of the
+/// socket, for up to their drain deadline and the launcher's stop grace. Anything holding the
+/// port longer is a misconfiguration, reported with the address.
 fn bind_data_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    const PATIENCE: Duration = Duration::from_secs(120);
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(50);
+    let mut warned = false;
+    loop {
+        match try_bind_data_listener(addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && started.elapsed() < PATIENCE => {
+                if !warned {
+                    tracing::warn!(
+                        %addr,
+                        "the node data port is in use (a node of the previous agent still draining?); waiting up to {}s for it",
+                        PATIENCE.as_secs()
+                    );
+                    warned = true;
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{e}; still in use after {}s: stop whatever else listens there, or set node_listen to a free port",
+                        PATIENCE.as_secs()
+                    ),
+                ));
+            }
+            r => return r,
+        }
+    }
+}
+
+fn try_bind_data_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let sock = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
