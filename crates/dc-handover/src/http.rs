@@ -270,6 +270,30 @@ pub enum ClientError {
     Store(String),
 }
 
+impl ClientError {
+    /// A stable code for metrics and logs: the protocol code of a refusal (ours or the
+    /// holder's), else what failed.
+    pub fn code(&self) -> String {
+        match self {
+            Self::Http { .. } => "unreachable".into(),
+            Self::Refused { code, .. } => code.clone(),
+            Self::TooLarge => "answer_too_large".into(),
+            Self::BadAnswer(_) => "bad_answer".into(),
+            Self::Handover(e) => e.code().into(),
+            Self::Store(_) => "store_failed".into(),
+        }
+    }
+
+    /// A refusal — by the holder, or by us of what the holder sent — rather than a failure
+    /// to talk or to store: a security-relevant event.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::Refused { .. } | Self::Handover(_) | Self::BadAnswer(_) | Self::TooLarge
+        )
+    }
+}
+
 /// A client for a holder's endpoints.
 #[derive(Clone)]
 pub struct HolderClient {

@@ -8,10 +8,12 @@
 //! - [`custody`]: the custody state that travels with the keyring (floor, release stamp,
 //!   revocations) and the data-key generation each upgrade mints.
 //! - [`api`]: the data API and the status endpoints.
+//! - [`metrics`]: the Prometheus metrics served at `/metrics` on the data port.
 
 pub mod api;
 pub mod custody;
 pub mod keystore;
+pub mod metrics;
 pub mod startup;
 pub mod store;
 

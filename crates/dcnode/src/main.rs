@@ -22,7 +22,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use dc_bundle::Manifest;
-use dc_handover::http::{holder_router, receive_keys, HolderClient};
+use dc_handover::http::{holder_router_observed, receive_keys, HolderClient};
 use dc_handover::{Destination, Holder, HolderConfig, Keyring, ReceiverConfig, Version};
 use dc_release::{Committee, CommitteeAuthorizer};
 use dcnode::api::{self, Node, Status};
@@ -242,6 +242,7 @@ async fn run(
         None => Vec::new(),
     };
     info!(version = %version, mrenclave = %me.mr_enclave, "dcnode starting");
+    let (metrics, registry) = dcnode::metrics::NodeMetrics::new();
     tracing::trace!("dcnode trace logging is on");
     let fault = args.fault.filter(|f| {
         measured_value(&manifest.args, "--fault")
@@ -335,8 +336,9 @@ async fn run(
                 *slot = Some(ring);
                 Ok(())
             })
-            .await
-            .with_context(|| format!("receiving keys from {url}"))?;
+            .await;
+            metrics.received(&received);
+            let received = received.with_context(|| format!("receiving keys from {url}"))?;
             let ring = adopted.context("the received keyring was not stored")?;
             info!(
                 received = %hex::encode(received.keyring.fingerprint()),
@@ -400,6 +402,10 @@ async fn run(
         ready: AtomicBool::new(true),
         fail_reads: fault == Some(Fault::Unhealthy),
     });
+    {
+        let st = node.status.read().unwrap_or_else(|p| p.into_inner());
+        metrics.set_release(&st.version, &st.mr_enclave, st.data_generation);
+    }
     // The keyring the holder releases; revocations pushed by the agent replace it.
     let current = Arc::new(std::sync::RwLock::new(Arc::new(ring)));
 
@@ -425,17 +431,20 @@ async fn run(
         let current = current.clone();
         Arc::new(move || current.read().unwrap_or_else(|p| p.into_inner()).clone())
     };
-    let upgrade_app = holder_router(
+    let (on_delivery, on_refusal) = (metrics.clone(), metrics.clone());
+    let upgrade_app = holder_router_observed(
         holder,
         tee.clone(),
         source,
-        Arc::new(|d| {
+        Arc::new(move |d| {
+            on_delivery.handover.delivered("holder");
             info!(
                 receiver = %d.receiver.mr_enclave,
                 released_to = %d.released_to.map_or("-".into(), |r| r.to_string()),
                 "keyring handed over; the receiver confirmed durable storage"
             )
         }),
+        Arc::new(move |e| on_refusal.holder_refused(e)),
     )
     .merge(revocation_router(RevocationState {
         current,
@@ -500,7 +509,7 @@ async fn run(
         .local_addr()
         .map_or_else(|_| args.upgrade_listen.to_string(), |a| a.to_string());
     // From here SIGTERM drains instead of killing.
-    let shutdown = shutdown_signal(node.clone())?;
+    let shutdown = shutdown_signal(node.clone(), metrics.clone())?;
     info!(data = %data_addr, upgrade = %upgrade_addr, "serving");
     // Tests and the agent wait for this line on stdout.
     println!("dcnode ready {} {}", version, me.mr_enclave);
@@ -514,15 +523,14 @@ async fn run(
         linger: std::time::Duration::from_millis(args.drain_linger_ms),
         deadline: std::time::Duration::from_millis(args.drain_deadline_ms),
     };
-    let data = dc_handover::http::serve_draining(
-        data_listener,
-        api::router(node),
-        limits,
-        drain,
-        async move {
-            let _ = rx1.changed().await;
-        },
+    metrics.set_ready(true);
+    let data_app = api::router(node).merge(dc_metrics::router(registry)).layer(
+        axum::middleware::from_fn_with_state(metrics.http.clone(), dc_metrics::HttpMetrics::track),
     );
+    let data =
+        dc_handover::http::serve_draining(data_listener, data_app, limits, drain, async move {
+            let _ = rx1.changed().await;
+        });
     let upgrade = dc_handover::http::serve(upgrade_listener, upgrade_app, limits, async move {
         let _ = rx2.changed().await;
     });
@@ -663,7 +671,10 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
 /// Installs the SIGTERM/SIGINT handlers now (until then the default action, ending the
 /// process at once, applies: right for a standby, which serves nothing and holds no lock);
 /// the future resolves on the first signal.
-fn shutdown_signal(node: Arc<Node>) -> Result<impl std::future::Future<Output = ()>> {
+fn shutdown_signal(
+    node: Arc<Node>,
+    metrics: dcnode::metrics::NodeMetrics,
+) -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
@@ -673,6 +684,7 @@ fn shutdown_signal(node: Arc<Node>) -> Result<impl std::future::Future<Output = 
             _ = int.recv() => {}
         }
         node.ready.store(false, Ordering::SeqCst);
+        metrics.set_ready(false);
         info!("stopping: draining the data API");
     })
 }
