@@ -1,16 +1,23 @@
 //! `dcrelease`: the release committee's tool — keys, bundles, signed release records, the
-//! local feed.
+//! local feed; and `verify --fetch`, which downloads a record's artifact from every URL it
+//! names and checks each against the signed digest and size. Hashing and downloads show a
+//! progress bar when stderr is a terminal.
 
-use std::path::PathBuf;
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use dc_bundle::{SignerKey, TrustRoots};
 use dc_release::committee::CommitteeSigner;
 use dc_release::feed::LocalFeed;
-use dc_release::{
-    digest_file, Artifact, Committee, CommitteeKey, ReleaseRecord, Role, SignedRecord,
-};
+use dc_release::{Artifact, Committee, CommitteeKey, ReleaseRecord, Role, SignedRecord};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sha2::{Digest, Sha256};
+
+/// No byte for this long ends a download (as the agent's downloader).
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Parser)]
 #[command(
@@ -114,8 +121,18 @@ enum Cmd {
         committee_keys: Vec<String>,
         #[arg(long, default_value_t = 1)]
         threshold: usize,
+        /// A local copy of the artifact: its SHA-256 and size must be the signed ones.
         #[arg(long)]
         artifact: Option<PathBuf>,
+        /// Download the artifact from every URL the record names (origin and mirrors:
+        /// `file://`, `http://`, `https://`) and check each copy against the signed SHA-256
+        /// and size; never more than the signed size is read. Fails if any URL does not serve
+        /// the signed artifact.
+        #[arg(long)]
+        fetch: bool,
+        /// Extra PEM root certificate for https URLs (repeatable; a private mirror's CA).
+        #[arg(long = "download-ca", requires = "fetch")]
+        download_ca: Vec<PathBuf>,
         record: PathBuf,
     },
 }
@@ -166,7 +183,7 @@ fn run(cli: Cli) -> Result<()> {
             let f =
                 std::fs::File::create(&archive).with_context(|| archive.display().to_string())?;
             dc_bundle::archive::pack(&b, std::io::BufWriter::new(f))?;
-            let (sha, size) = digest_file(&archive)?;
+            let (sha, size) = digest_with_bar(&archive)?;
             println!("mrenclave {}", b.mr_enclave);
             println!("mrsigner  {}", b.mr_signer);
             println!("sha256    {}", hex::encode(sha));
@@ -194,7 +211,7 @@ fn run(cli: Cli) -> Result<()> {
                             if urls.is_empty() {
                                 bail!("--artifact needs at least one --url");
                             }
-                            let (sha, size) = digest_file(&a)?;
+                            let (sha, size) = digest_with_bar(&a)?;
                             Some(Artifact {
                                 sha256: hex::encode(sha),
                                 size,
@@ -275,6 +292,8 @@ fn run(cli: Cli) -> Result<()> {
             committee_keys,
             threshold,
             artifact,
+            fetch,
+            download_ca,
             record,
         } => {
             let keys = committee_keys
@@ -284,7 +303,7 @@ fn run(cli: Cli) -> Result<()> {
             let committee = Committee::new(keys, threshold)?;
             let v = read_record(&record)?.verify(&committee, dc_release::authorizer::unix_now())?;
             if let Some(a) = artifact {
-                let (sha, size) = digest_file(&a)?;
+                let (sha, size) = digest_with_bar(&a)?;
                 let want = v
                     .record
                     .artifact
@@ -302,7 +321,182 @@ fn run(cli: Cli) -> Result<()> {
                 "valid: {} {} ({:?}) mrenclave {}",
                 v.record.product, v.version, v.record.role, v.mr_enclave
             );
+            if fetch {
+                let want = v
+                    .record
+                    .artifact
+                    .as_ref()
+                    .context("--fetch: the record names no artifact")?;
+                let roots = download_ca
+                    .iter()
+                    .map(|p| std::fs::read(p).with_context(|| p.display().to_string()))
+                    .collect::<Result<Vec<_>>>()?;
+                fetch_all(want, &roots)?;
+            }
         }
     }
     Ok(())
+}
+
+/// A bar on stderr if a person is watching it, else nothing at all (pipes stay clean).
+fn progress_bar(len: Option<u64>, msg: String) -> ProgressBar {
+    let target = if std::io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let template = if len.is_some() {
+        "{msg}\n[{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}"
+    } else {
+        "{msg}\n[{elapsed_precise}] {spinner} {bytes} {binary_bytes_per_sec}"
+    };
+    let bar = ProgressBar::with_draw_target(len, target);
+    bar.set_style(
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(msg);
+    bar
+}
+
+/// SHA-256 and size of a file, with a progress bar (artifacts can be large).
+fn digest_with_bar(path: &Path) -> Result<([u8; 32], u64)> {
+    let what = || path.display().to_string();
+    let mut f = std::fs::File::open(path).with_context(what)?;
+    let len = f.metadata().with_context(what)?.len();
+    let bar = progress_bar(Some(len), format!("hashing {}", path.display()));
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    let result = loop {
+        match f.read(&mut buf) {
+            Ok(0) => break Ok((h.finalize().into(), size)),
+            Ok(n) => {
+                size += n as u64;
+                h.update(&buf[..n]);
+                bar.set_position(size);
+            }
+            Err(e) => break Err(anyhow!(e).context(what())),
+        }
+    };
+    bar.finish_and_clear();
+    result
+}
+
+/// Checks the copy of the artifact at every URL against the signed digest and size; prints
+/// one line per URL.
+fn fetch_all(want: &Artifact, roots: &[Vec<u8>]) -> Result<()> {
+    let sha: [u8; 32] = hex::decode(&want.sha256)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .context("the record's artifact SHA-256 is not 32 bytes of hex")?;
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(10));
+    for pem in roots {
+        builder = builder
+            .add_root_certificate(reqwest::Certificate::from_pem(pem).context("--download-ca")?);
+    }
+    let http = builder.build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut failed = 0;
+    for url in &want.urls {
+        let bar = progress_bar(Some(want.size), format!("downloading {url}"));
+        let got = rt.block_on(fetch_digest(&http, url, want.size, &bar));
+        bar.finish_and_clear();
+        match got {
+            Ok((got, size)) if got == sha && size == want.size => {
+                println!("ok      {url} ({size} bytes, sha256 {})", want.sha256)
+            }
+            Ok((got, size)) => {
+                failed += 1;
+                println!(
+                    "FAILED  {url}: {size} bytes with SHA-256 {}, the record signs {} bytes with SHA-256 {}",
+                    hex::encode(got),
+                    want.size,
+                    want.sha256
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                println!("FAILED  {url}: {e:#}");
+            }
+        }
+    }
+    if failed > 0 {
+        bail!(
+            "{failed} of {} URL(s) do not serve the signed artifact",
+            want.urls.len()
+        );
+    }
+    Ok(())
+}
+
+/// Streams one URL through SHA-256, reading at most `max` bytes (one more is an error).
+async fn fetch_digest(
+    http: &reqwest::Client,
+    url: &str,
+    max: u64,
+    bar: &ProgressBar,
+) -> Result<([u8; 32], u64)> {
+    let mut h = Sha256::new();
+    let mut size = 0u64;
+    let mut take = |chunk: &[u8]| -> Result<()> {
+        size += chunk.len() as u64;
+        if size > max {
+            bail!("more than the signed {max} bytes");
+        }
+        h.update(chunk);
+        bar.set_position(size);
+        Ok(())
+    };
+    let stalled = || anyhow!("no data for {STALL_TIMEOUT:?}");
+    if let Some(path) = url.strip_prefix("file://") {
+        use tokio::io::AsyncReadExt;
+        let mut f = tokio::fs::File::open(path)
+            .await
+            .context(path.to_string())?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = tokio::time::timeout(STALL_TIMEOUT, f.read(&mut buf))
+                .await
+                .map_err(|_| stalled())?
+                .context(path.to_string())?;
+            if n == 0 {
+                break;
+            }
+            take(&buf[..n])?;
+        }
+    } else if url.starts_with("http://") || url.starts_with("https://") {
+        let mut resp = http.get(url).send().await.map_err(describe)?;
+        if !resp.status().is_success() {
+            bail!("HTTP {}", resp.status());
+        }
+        if resp.content_length().is_some_and(|l| l > max) {
+            bail!("announces more than the signed {max} bytes");
+        }
+        while let Some(chunk) = tokio::time::timeout(STALL_TIMEOUT, resp.chunk())
+            .await
+            .map_err(|_| stalled())?
+            .map_err(describe)?
+        {
+            take(&chunk)?;
+        }
+    } else {
+        bail!("unsupported URL scheme (file://, http:// and https:// are)");
+    }
+    Ok((h.finalize().into(), size))
+}
+
+/// An error with its causes (reqwest's own message hides e.g. the TLS certificate problem).
+fn describe(e: reqwest::Error) -> anyhow::Error {
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    anyhow!(out)
 }
