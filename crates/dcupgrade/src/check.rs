@@ -60,8 +60,8 @@ struct Downloaded {
 }
 
 /// A bar on stderr if a person is watching it, else nothing at all (pipes and logs stay
-/// clean).
-fn progress_bar() -> ProgressBar {
+/// clean). Feed it with [`show`] from [`Downloader::fetch_with_progress`].
+pub(crate) fn progress_bar() -> ProgressBar {
     let target = if std::io::stderr().is_terminal() {
         ProgressDrawTarget::stderr()
     } else {
@@ -79,6 +79,27 @@ fn bar_style(total_known: bool) -> ProgressStyle {
     ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
 }
 
+/// Shows a download's progress on `bar`: a new bar for each URL tried, cleared when every
+/// byte is in.
+pub(crate) fn show(bar: &ProgressBar, p: &Progress<'_>) {
+    match p.stage {
+        Stage::Started => {
+            bar.reset();
+            bar.set_style(bar_style(p.total.is_some()));
+            match p.total {
+                Some(t) => bar.set_length(t),
+                None => bar.unset_length(),
+            }
+            bar.set_message(format!("downloading {}", p.url));
+        }
+        Stage::Receiving => bar.set_position(p.bytes),
+        Stage::Received => {
+            bar.set_position(p.bytes);
+            bar.finish_and_clear();
+        }
+    }
+}
+
 /// Downloads `c`'s artifact into `dir` and verifies it; an artifact that does not verify is
 /// not kept.
 async fn download_and_verify(
@@ -91,22 +112,11 @@ async fn download_and_verify(
     let bar = progress_bar();
     let mut url = String::new();
     let fetched = downloader
-        .fetch_with_progress(&c.fetch, &mut |p: &Progress<'_>| match p.stage {
-            Stage::Started => {
+        .fetch_with_progress(&c.fetch, &mut |p: &Progress<'_>| {
+            if p.stage == Stage::Started {
                 url = p.url.to_string();
-                bar.reset();
-                bar.set_style(bar_style(p.total.is_some()));
-                match p.total {
-                    Some(t) => bar.set_length(t),
-                    None => bar.unset_length(),
-                }
-                bar.set_message(format!("downloading {}", p.url));
             }
-            Stage::Receiving => bar.set_position(p.bytes),
-            Stage::Received => {
-                bar.set_position(p.bytes);
-                bar.finish_and_clear();
-            }
+            show(&bar, p)
         })
         .await;
     bar.finish_and_clear();
@@ -118,7 +128,7 @@ async fn download_and_verify(
         .with_context(|| archive.display().to_string())?
         .len();
     let mre = c.mr_enclave.to_string();
-    let tmp = dir.join(format!(".unpack-{}-{}", std::process::id(), dc_now_ns()));
+    let tmp = dir.join(format!(".unpack-{}-{}", std::process::id(), now_ns()));
     let bundle = match download::verify_artifact(
         &archive,
         c,
@@ -149,7 +159,7 @@ async fn download_and_verify(
     })
 }
 
-fn dc_now_ns() -> u128 {
+fn now_ns() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
