@@ -24,7 +24,7 @@
 
 use dc_handover::Version;
 
-use crate::state::{Failure, Phase, Release, State, Upgrade};
+use crate::state::{Failure, HistoryEntry, Phase, Release, State, Upgrade, UpgradeOutcome};
 
 /// Longest backoff after repeated failures of one release.
 pub const MAX_BACKOFF_MS: u64 = 24 * 3600 * 1000;
@@ -446,15 +446,8 @@ impl Orchestrator {
                 }
                 Err(StepError::NodeExitedDuringDownload) => {
                     // Not the release's fault: no backoff.
-                    self.state.upgrade = None;
                     let e = StepError::NodeExitedDuringDownload;
-                    self.enter(
-                        Phase::Idle,
-                        e.to_string(),
-                        now_ms,
-                        false,
-                        Then::Finish(Outcome::Abandoned(e)),
-                    )
+                    self.finish(e.to_string(), now_ms, Outcome::Abandoned(e))
                 }
                 Err(e) => self.give_up(e, now_ms),
             },
@@ -507,14 +500,7 @@ impl Orchestrator {
             }
             (Step::StoppingStandby { attempt, reason }, Event::Stopped { confirmed }) => {
                 if confirmed {
-                    self.state.upgrade = None;
-                    self.enter(
-                        Phase::Idle,
-                        reason.to_string(),
-                        now_ms,
-                        false,
-                        Then::Finish(Outcome::Abandoned(reason)),
-                    )
+                    self.finish(reason.to_string(), now_ms, Outcome::Abandoned(reason))
                 } else {
                     self.stop_again(attempt, reason, Stopping::Standby)
                 }
@@ -565,14 +551,7 @@ impl Orchestrator {
             }
             (Step::RollbackStarting { reason }, Event::Started(_)) => {
                 // If the old node did not start, the driver's supervision restarts it.
-                self.state.upgrade = None;
-                self.enter(
-                    Phase::Idle,
-                    "rolled back",
-                    now_ms,
-                    false,
-                    Then::Finish(Outcome::RolledBack(reason)),
-                )
+                self.finish("rolled back", now_ms, Outcome::RolledBack(reason))
             }
             (step, event) => {
                 let e = unexpected(&event, &step);
@@ -696,14 +675,48 @@ impl Orchestrator {
     /// Abandons the release before the old node was touched, with backoff.
     fn give_up(&mut self, reason: StepError, now_ms: u64) -> Action {
         self.record_failure(&reason, now_ms);
-        self.state.upgrade = None;
-        self.enter(
-            Phase::Idle,
-            reason.to_string(),
-            now_ms,
-            false,
-            Then::Finish(Outcome::Abandoned(reason)),
-        )
+        self.finish(reason.to_string(), now_ms, Outcome::Abandoned(reason))
+    }
+
+    /// The upgrade in progress ended without a commit: into the history, back to idle
+    /// (written best effort: it moves toward the old node anyway).
+    fn finish(&mut self, note: impl Into<String>, now_ms: u64, outcome: Outcome) -> Action {
+        if let Some(u) = self.state.upgrade.take() {
+            self.record_history(&u, &outcome, now_ms);
+        }
+        self.enter(Phase::Idle, note, now_ms, false, Then::Finish(outcome))
+    }
+
+    /// Appends the upgrade `u`, ending now with `outcome`, to the history. Call before a
+    /// commit replaces the installed release (it is the upgrade's "from").
+    fn record_history(&mut self, u: &Upgrade, outcome: &Outcome, now_ms: u64) {
+        let (kind, reason) = match outcome {
+            Outcome::Committed { .. } => (UpgradeOutcome::Committed, String::new()),
+            Outcome::Abandoned(e @ StepError::Refused { .. }) => {
+                (UpgradeOutcome::Refused, e.to_string())
+            }
+            Outcome::Abandoned(e) => (UpgradeOutcome::Abandoned, e.to_string()),
+            Outcome::RolledBack(e) => (UpgradeOutcome::RolledBack, e.to_string()),
+            // Not an end: a halted stop is retried; nothing was in progress.
+            Outcome::RollbackHalted(_) | Outcome::StandbyStopHalted(_) | Outcome::Nothing => return,
+        };
+        // A commit's node served from `new_node_serving` on; anything else serves the old
+        // node again (or never stopped it) by now.
+        let served_again = (kind != UpgradeOutcome::Committed).then_some(now_ms);
+        let entry = HistoryEntry {
+            from_version: self.state.current.version.clone(),
+            from_mr_enclave: self.state.current.mr_enclave.clone(),
+            to_version: u.target_version.clone(),
+            to_mr_enclave: u.target_mr_enclave.clone(),
+            source: u.source.clone(),
+            outcome: kind,
+            reason,
+            started_at_ms: u.started_at_ms,
+            ended_at_ms: now_ms,
+            duration_ms: now_ms.saturating_sub(u.started_at_ms),
+            downtime_ms: self.state.downtime_ms(served_again),
+        };
+        self.state.record(entry);
     }
 
     /// An unconfirmed stop: try again, up to [`STOP_ATTEMPTS`]; then halt until a tick. Never
@@ -814,6 +827,12 @@ impl Orchestrator {
         }
         self.state.failed.remove(&target.mr_enclave);
         let version = target.version.clone();
+        if let Some(u) = &upgrade {
+            let outcome = Outcome::Committed {
+                version: version.clone(),
+            };
+            self.record_history(u, &outcome, now_ms);
+        }
         self.state.current = target;
         self.state.upgrades_completed += 1;
         self.enter(
@@ -1284,5 +1303,205 @@ mod tests {
             };
             assert_eq!(first, expect_stop, "{phase:?}");
         }
+    }
+
+    /// Drives one upgrade of 2.0.0 from `t0`, the clock advancing 10 ms per event, every
+    /// action succeeding unless `fail` answers it with another event. Returns the outcome.
+    fn drive(
+        c: &mut Orchestrator,
+        t0: u64,
+        mut fail: impl FnMut(&Action) -> Option<Event>,
+    ) -> Outcome {
+        let mut t = t0;
+        let mut a = c.handle(Event::Begin(offer("2.0.0", "bb")), t).unwrap();
+        loop {
+            t += 10;
+            let ev = match fail(&a) {
+                Some(ev) => ev,
+                None => match &a {
+                    Action::Persist => Event::Persisted(Ok(())),
+                    Action::Download(_) => Event::Downloaded(Ok(Verified {
+                        target: release("2.0.0", "bb"),
+                        isv_svn: 2,
+                    })),
+                    Action::TakeKeys => Event::KeysTaken(Ok(Taken {
+                        fingerprint: "f".into(),
+                        probe_sha256: "p".into(),
+                    })),
+                    Action::LaunchNew | Action::LaunchStandby => Event::Delivered(Ok("bb".into())),
+                    Action::StopNode | Action::StopStandby | Action::Switch => {
+                        Event::Stopped { confirmed: true }
+                    }
+                    Action::AwaitReady => Event::Ready(Ok(())),
+                    Action::CheckHealth => Event::Health(Ok(())),
+                    Action::StartCurrent => Event::Started(Ok(())),
+                    Action::Finished(o) => return o.clone(),
+                    Action::Idle => return Outcome::Nothing,
+                },
+            };
+            a = c.handle(ev, t).unwrap();
+        }
+    }
+
+    fn at(c: &Orchestrator, phase: &str) -> u64 {
+        c.state()
+            .timeline
+            .iter()
+            .find(|e| e.phase == phase)
+            .unwrap_or_else(|| panic!("{phase} not in {:?}", c.state().timeline))
+            .at_ms
+    }
+
+    #[test]
+    fn a_commit_is_recorded_with_its_duration_and_downtime() {
+        use crate::state::UpgradeOutcome;
+        for (mut c, down_from) in [(core(), "old_stopped"), (mbb(), "switching")] {
+            let o = drive(&mut c, 100, |_| None);
+            assert!(matches!(o, Outcome::Committed { .. }), "{o:?}");
+            let h = &c.state().history;
+            assert_eq!(h.len(), 1, "{h:?}");
+            let e = &h[0];
+            assert_eq!(
+                (e.from_version.as_str(), e.from_mr_enclave.as_str()),
+                ("1.0.0", "aa")
+            );
+            assert_eq!(
+                (e.to_version.as_str(), e.to_mr_enclave.as_str()),
+                ("2.0.0", "bb")
+            );
+            assert_eq!(e.outcome, UpgradeOutcome::Committed);
+            assert_eq!(e.reason, "");
+            assert_eq!(e.source, "feed");
+            assert_eq!(e.started_at_ms, 100);
+            assert_eq!(e.ended_at_ms, at(&c, "idle"));
+            assert_eq!(e.duration_ms, e.ended_at_ms - 100);
+            let down = at(&c, "new_node_serving") - at(&c, down_from);
+            assert!(down > 0);
+            assert_eq!(e.downtime_ms, Some(down), "{:?}", c.state().timeline);
+            // A second upgrade appends.
+            let mut s = c.state().clone();
+            s.current = release("1.0.0", "aa");
+            s.highest_trusted = "1.0.0".into();
+            let mut c2 = Orchestrator::new(s, c.policy);
+            c2.handle(Event::Start, 0).unwrap();
+            drive(&mut c2, 1000, |_| None);
+            assert_eq!(c2.state().history.len(), 2);
+            assert_eq!(c2.state().history[0], *e, "earlier entries stay");
+        }
+    }
+
+    #[test]
+    fn a_refusal_an_abandon_and_a_rollback_are_recorded_with_their_reasons() {
+        use crate::state::UpgradeOutcome;
+        // Refused at the download: the old node was never touched.
+        let mut c = core();
+        drive(&mut c, 0, |a| {
+            matches!(a, Action::Download(_)).then(|| {
+                Event::Downloaded(Err(StepError::Refused {
+                    version: "2.0.0".into(),
+                    reason: "SHA-256 mismatch".into(),
+                }))
+            })
+        });
+        let e = c.state().history.last().unwrap();
+        assert_eq!(e.outcome, UpgradeOutcome::Refused);
+        assert!(e.reason.contains("SHA-256 mismatch"), "{}", e.reason);
+        assert_eq!(e.downtime_ms, Some(0));
+        assert_eq!(e.to_mr_enclave, "bb");
+        // A standby that fails before the switch: abandoned, no downtime.
+        let mut c = mbb();
+        drive(&mut c, 0, |a| {
+            matches!(a, Action::LaunchStandby)
+                .then(|| Event::Delivered(Err(StepError::Delivery("refused".into()))))
+        });
+        let e = c.state().history.last().unwrap();
+        assert_eq!(e.outcome, UpgradeOutcome::Abandoned);
+        assert!(e.reason.contains("refused"), "{}", e.reason);
+        assert_eq!(e.downtime_ms, Some(0));
+        // Unhealthy after the switch, in both modes: rolled back; the downtime runs from
+        // the old node's stop to the end of the rollback.
+        for (mut c, down_from) in [(core(), "old_stopped"), (mbb(), "switching")] {
+            let o = drive(&mut c, 0, |a| {
+                matches!(a, Action::CheckHealth)
+                    .then(|| Event::Health(Err(StepError::Health("probe differs".into()))))
+            });
+            assert!(matches!(o, Outcome::RolledBack(_)), "{o:?}");
+            assert_eq!(c.state().history.len(), 1);
+            let e = &c.state().history[0];
+            assert_eq!(e.outcome, UpgradeOutcome::RolledBack);
+            assert!(e.reason.contains("probe differs"), "{}", e.reason);
+            assert_eq!(e.from_version, "1.0.0");
+            assert_eq!(c.state().current.version, "1.0.0");
+            assert_eq!(e.downtime_ms, Some(e.ended_at_ms - at(&c, down_from)));
+            assert!(e.downtime_ms > Some(0));
+        }
+        // A halted rollback is not an end: recorded once, when it finishes.
+        let mut c = core();
+        let mut stops = 0;
+        let o = drive(&mut c, 0, |a| match a {
+            Action::AwaitReady => Some(Event::Ready(Err(StepError::NotReady("x".into())))),
+            // The first stop is the old node's; the rollback's stops are not confirmed.
+            Action::StopNode => {
+                stops += 1;
+                (stops > 1).then_some(Event::Stopped { confirmed: false })
+            }
+            _ => None,
+        });
+        assert!(matches!(o, Outcome::RollbackHalted(_)), "{o:?}");
+        assert!(c.state().history.is_empty());
+        let mut a = c.handle(Event::Tick, 10_000).unwrap();
+        while !matches!(a, Action::Finished(_)) {
+            let ev = match a {
+                Action::StartCurrent => Event::Started(Ok(())),
+                Action::Persist => Event::Persisted(Ok(())),
+                _ => Event::Stopped { confirmed: true },
+            };
+            a = c.handle(ev, 10_010).unwrap();
+        }
+        assert_eq!(c.state().history.len(), 1);
+        assert_eq!(c.state().history[0].outcome, UpgradeOutcome::RolledBack);
+        assert_eq!(c.state().history[0].ended_at_ms, 10_010);
+    }
+
+    #[test]
+    fn an_upgrade_finished_after_a_restart_is_recorded_once() {
+        use crate::state::UpgradeOutcome;
+        // The journal a crash right after `Healthy` was written leaves.
+        let mut s = State::new(release("1.0.0", "aa"));
+        s.phase = Phase::Healthy;
+        s.upgrade = Some(Upgrade {
+            target_version: "2.0.0".into(),
+            target_mr_enclave: "bb".into(),
+            target: Some(release("2.0.0", "bb")),
+            keyring_fingerprint: None,
+            probe_sha256: None,
+            started_at_ms: 5,
+            source: "chain".into(),
+            target_isv_svn: Some(2),
+        });
+        s.mark("candidate", 5, "");
+        s.mark("old_stopped", 7, "");
+        s.mark("new_node_serving", 20, "");
+        s.mark("healthy", 21, "");
+        let policy = core().policy;
+        let mut c = Orchestrator::new(s, policy);
+        assert_eq!(c.handle(Event::Start, 50).unwrap(), Action::Persist);
+        assert!(matches!(
+            c.handle(Event::Persisted(Ok(())), 50).unwrap(),
+            Action::Finished(Outcome::Committed { .. })
+        ));
+        let h = &c.state().history;
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h[0].outcome, UpgradeOutcome::Committed);
+        assert_eq!((h[0].started_at_ms, h[0].ended_at_ms), (5, 50));
+        assert_eq!(h[0].downtime_ms, Some(13));
+        assert_eq!(h[0].source, "chain");
+        // A restart when idle records nothing more.
+        let mut again = Orchestrator::new(c.state().clone(), policy);
+        assert_eq!(
+            again.handle(Event::Start, 60).unwrap(),
+            Action::Finished(Outcome::Nothing)
+        );
+        assert_eq!(again.state().history.len(), 1);
     }
 }

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 
 /// Entries kept in the timeline of the latest upgrade.
 pub const TIMELINE_LIMIT: usize = 64;
+/// Finished upgrades kept in [`State::history`] (the oldest is dropped first).
+pub const HISTORY_LIMIT: usize = 100;
 
 /// A node release installed (or being installed) on this machine.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -102,6 +104,64 @@ pub struct TimelineEntry {
     pub note: String,
 }
 
+/// How a finished upgrade ended, as [`State::history`] records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpgradeOutcome {
+    /// The new release serves; it became the installed one.
+    Committed,
+    /// The old node serves again after it had been stopped (or drained) for the switch.
+    RolledBack,
+    /// Given up before the old node was touched (make-before-break: before the switch).
+    Abandoned,
+    /// The release itself failed verification (digest, measurement, evidence, policy) when
+    /// it was downloaded; the old node was never touched.
+    Refused,
+}
+
+impl UpgradeOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpgradeOutcome::Committed => "committed",
+            UpgradeOutcome::RolledBack => "rolled_back",
+            UpgradeOutcome::Abandoned => "abandoned",
+            UpgradeOutcome::Refused => "refused",
+        }
+    }
+}
+
+/// One finished upgrade. Times are the agent's wall clock (ms since the Unix epoch), as the
+/// core was given them with its events.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The release installed when the upgrade began.
+    pub from_version: String,
+    pub from_mr_enclave: String,
+    /// The release offered.
+    pub to_version: String,
+    pub to_mr_enclave: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
+    pub outcome: UpgradeOutcome,
+    /// Why it did not commit (empty when committed).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    pub started_at_ms: u64,
+    pub ended_at_ms: u64,
+    /// `ended_at_ms - started_at_ms`.
+    pub duration_ms: u64,
+    /// How long no node served (break-before-make), or how long the switch window was
+    /// (make-before-break), as the agent's timeline shows it: from the moment the agent
+    /// decided to stop (or drain) the old node — `old_stopped` or `switching` — until a node
+    /// served again: `new_node_serving` for a commit, the end of the rollback for a rollback.
+    /// In make-before-break the listening socket stays open through the window, so requests
+    /// in it wait rather than fail. `Some(0)`: the old node was never touched. `None`: the
+    /// timeline does not tell (an agent restart between the two points, or the end was not
+    /// reached).
+    #[serde(default)]
+    pub downtime_ms: Option<u64>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct State {
     pub current: Release,
@@ -124,6 +184,10 @@ pub struct State {
     /// revocation file deleted from the feed does not lift it.
     #[serde(default)]
     pub revoked: std::collections::BTreeSet<String>,
+    /// Finished upgrades, oldest first, at most [`HISTORY_LIMIT`]. Journals written before
+    /// it existed load with an empty history.
+    #[serde(default)]
+    pub history: Vec<HistoryEntry>,
 }
 
 impl State {
@@ -139,6 +203,7 @@ impl State {
             upgrades_completed: 0,
             paused: false,
             revoked: Default::default(),
+            history: Vec::new(),
         }
     }
 
@@ -151,5 +216,101 @@ impl State {
             at_ms,
             note: note.into(),
         });
+    }
+
+    /// Appends a finished upgrade to the history, dropping the oldest beyond
+    /// [`HISTORY_LIMIT`].
+    pub fn record(&mut self, entry: HistoryEntry) {
+        if self.history.len() >= HISTORY_LIMIT {
+            let excess = self.history.len() + 1 - HISTORY_LIMIT;
+            self.history.drain(..excess);
+        }
+        self.history.push(entry);
+    }
+
+    /// The downtime of the upgrade the timeline describes (see [`HistoryEntry::downtime_ms`]).
+    /// `served_again_ms`: when a node served again, if the caller knows (the end of a
+    /// rollback); otherwise the timeline's `new_node_serving`.
+    pub fn downtime_ms(&self, served_again_ms: Option<u64>) -> Option<u64> {
+        let Some(i) = self
+            .timeline
+            .iter()
+            .position(|e| e.phase == "old_stopped" || e.phase == "switching")
+        else {
+            // Never touched — if the timeline covers the whole upgrade.
+            let whole = self
+                .timeline
+                .first()
+                .is_some_and(|e| e.phase == "candidate");
+            return whole.then_some(0);
+        };
+        let start = self.timeline[i].at_ms;
+        let end = served_again_ms.or_else(|| {
+            self.timeline[i..]
+                .iter()
+                .find(|e| e.phase == "new_node_serving")
+                .map(|e| e.at_ms)
+        })?;
+        Some(end.saturating_sub(start))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: u64) -> HistoryEntry {
+        HistoryEntry {
+            from_version: "1.0.0".into(),
+            from_mr_enclave: "aa".into(),
+            to_version: format!("2.0.{n}"),
+            to_mr_enclave: "bb".into(),
+            source: String::new(),
+            outcome: UpgradeOutcome::Committed,
+            reason: String::new(),
+            started_at_ms: n,
+            ended_at_ms: n + 1,
+            duration_ms: 1,
+            downtime_ms: Some(0),
+        }
+    }
+
+    #[test]
+    fn the_history_keeps_the_latest_entries_only() {
+        let mut s = State::new(Release {
+            version: "1.0.0".into(),
+            mr_enclave: "aa".into(),
+            bundle_dir: PathBuf::from("/b"),
+            record: None,
+        });
+        for n in 0..(HISTORY_LIMIT as u64 + 5) {
+            s.record(entry(n));
+        }
+        assert_eq!(s.history.len(), HISTORY_LIMIT);
+        assert_eq!(s.history[0].started_at_ms, 5, "the oldest went first");
+        assert_eq!(
+            s.history.last().map(|e| e.started_at_ms),
+            Some(HISTORY_LIMIT as u64 + 4)
+        );
+    }
+
+    #[test]
+    fn downtime_follows_the_timeline() {
+        let mut s = State::new(Release {
+            version: "1.0.0".into(),
+            mr_enclave: "aa".into(),
+            bundle_dir: PathBuf::from("/b"),
+            record: None,
+        });
+        assert_eq!(s.downtime_ms(None), None, "no timeline: unknown");
+        s.mark("candidate", 10, "");
+        s.mark("downloaded", 20, "");
+        assert_eq!(s.downtime_ms(Some(90)), Some(0), "never touched");
+        s.mark("switching", 30, "");
+        assert_eq!(s.downtime_ms(None), None, "not serving again yet");
+        s.mark("old_node_exited", 35, "");
+        s.mark("new_node_serving", 42, "");
+        assert_eq!(s.downtime_ms(None), Some(12));
+        assert_eq!(s.downtime_ms(Some(80)), Some(50));
     }
 }
