@@ -1,5 +1,6 @@
-//! The agent's HTTP API on 127.0.0.1:6666: `/v1/status`, operator pause/resume, and — while a
-//! new node is being given its keys — the holder side of the handover.
+//! The agent's HTTP API on 127.0.0.1:6666: `/v1/status`, `/v1/history` (finished upgrades),
+//! operator pause/resume, and — while a new node is being given its keys — the holder side of
+//! the handover.
 
 use std::sync::Arc;
 
@@ -11,10 +12,12 @@ use axum::{Json, Router};
 use tower::ServiceExt;
 
 use crate::agent::{Shared, StatusView};
+use dc_orchestrator::state::HistoryEntry;
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/status", get(status))
+        .route("/v1/history", get(history))
         .route("/v1/pause", post(|s| pause(s, true)))
         .route("/v1/resume", post(|s| pause(s, false)))
         .route("/v1/handover/{*step}", post(handover))
@@ -25,6 +28,17 @@ pub fn router(shared: Arc<Shared>) -> Router {
 
 async fn status(State(s): State<Arc<Shared>>) -> Json<StatusView> {
     Json(s.status.read().unwrap_or_else(|p| p.into_inner()).clone())
+}
+
+/// The finished upgrades the journal records, oldest first (`State::history`).
+async fn history(State(s): State<Arc<Shared>>) -> Json<Vec<HistoryEntry>> {
+    let st = s.status.read().unwrap_or_else(|p| p.into_inner());
+    Json(
+        st.state
+            .as_ref()
+            .map(|j| j.history.clone())
+            .unwrap_or_default(),
+    )
 }
 
 async fn pause(State(s): State<Arc<Shared>>, paused: bool) -> StatusCode {
