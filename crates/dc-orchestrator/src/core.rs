@@ -191,6 +191,18 @@ pub struct UnexpectedEvent {
     pub step: String,
 }
 
+/// Longest reason or source text a history entry keeps, in characters: the history stays far
+/// below the journal's size limit however long the drivers' error details are.
+pub const HISTORY_TEXT_LIMIT: usize = 512;
+
+/// `s` cut to [`HISTORY_TEXT_LIMIT`] characters, marked with `…` if cut.
+fn bounded(s: &str) -> String {
+    match s.char_indices().nth(HISTORY_TEXT_LIMIT) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
 /// Where the core waits (not persisted).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Step {
@@ -708,9 +720,9 @@ impl Orchestrator {
             from_mr_enclave: self.state.current.mr_enclave.clone(),
             to_version: u.target_version.clone(),
             to_mr_enclave: u.target_mr_enclave.clone(),
-            source: u.source.clone(),
+            source: bounded(&u.source),
             outcome: kind,
-            reason,
+            reason: bounded(&reason),
             started_at_ms: u.started_at_ms,
             ended_at_ms: now_ms,
             duration_ms: now_ms.saturating_sub(u.started_at_ms),
@@ -1406,6 +1418,15 @@ mod tests {
         let e = c.state().history.last().unwrap();
         assert_eq!(e.outcome, UpgradeOutcome::Refused);
         assert!(e.reason.contains("SHA-256 mismatch"), "{}", e.reason);
+        // However long a driver's detail, an entry stays small.
+        let mut c2 = core();
+        drive(&mut c2, 0, |a| {
+            matches!(a, Action::TakeKeys)
+                .then(|| Event::KeysTaken(Err(StepError::TakeKeys("é".repeat(100_000)))))
+        });
+        let long = &c2.state().history[0].reason;
+        assert_eq!(long.chars().count(), HISTORY_TEXT_LIMIT + 1, "cut, marked");
+        assert!(long.ends_with('…'));
         assert_eq!(e.downtime_ms, Some(0));
         assert_eq!(e.to_mr_enclave, "bb");
         // A standby that fails before the switch: abandoned, no downtime.

@@ -143,7 +143,8 @@ pub struct HistoryEntry {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub source: String,
     pub outcome: UpgradeOutcome,
-    /// Why it did not commit (empty when committed).
+    /// Why it did not commit (empty when committed); like `source`, at most
+    /// [`HISTORY_TEXT_LIMIT`](crate::core::HISTORY_TEXT_LIMIT) characters.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
     pub started_at_ms: u64,
