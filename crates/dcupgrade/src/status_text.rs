@@ -114,7 +114,7 @@ pub fn status(s: &StatusView, now_ms: u64) -> String {
     );
     let Some(st) = &s.state else {
         let _ = writeln!(w, "journal      not loaded yet (the agent is starting)");
-        tail(w, s, now_ms);
+        tail(w, s);
         return o;
     };
     let _ = writeln!(w, "installed    dcnode {}", clean(&st.current.version));
@@ -195,7 +195,7 @@ pub fn status(s: &StatusView, now_ms: u64) -> String {
             let _ = writeln!(w, "  {}", clean(m));
         }
     }
-    tail(w, s, now_ms);
+    tail(w, s);
     o
 }
 
@@ -303,7 +303,7 @@ fn last_upgrade(w: &mut String, st: &State, now_ms: u64) {
 }
 
 /// Refusals and the last error: what an operator looks at when nothing happens.
-fn tail(w: &mut String, s: &StatusView, _now_ms: u64) {
+fn tail(w: &mut String, s: &StatusView) {
     if !s.refused.is_empty() {
         let skip = s.refused.len().saturating_sub(REFUSALS_SHOWN);
         let _ = writeln!(
