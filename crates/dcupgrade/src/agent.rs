@@ -24,7 +24,7 @@ use dc_handover::{
     Version,
 };
 use dc_release::feed::LocalFeed;
-use dc_release::{Committee, CommitteeAuthorizer, ReleaseEvidence, SignedRecord};
+use dc_release::{Committee, CommitteeAuthorizer, SignedRecord};
 use dc_tee::{EnclaveIdentity, Measurement, SealPolicy, Tee};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -87,6 +87,10 @@ pub struct ChainView {
     pub syncing: bool,
     pub finalized_block: Option<u64>,
     pub finalized_hash: Option<String>,
+    /// When the last new finalized head was seen (ms since the Unix epoch): its age is the
+    /// finalized-head lag as the agent sees it.
+    #[serde(default)]
+    pub finalized_at_ms: Option<u64>,
     pub last_problem: Option<String>,
 }
 
@@ -101,6 +105,9 @@ pub struct StatusView {
     /// Releases refused, with the reason (most recent last).
     pub refused: Vec<String>,
     pub chain: Option<ChainView>,
+    /// The local feed directory the agent watches, if any.
+    #[serde(default)]
+    pub feed: Option<String>,
 }
 
 /// State shared with the HTTP API.
@@ -110,6 +117,8 @@ pub struct Shared {
     /// The holder endpoints while a new node is being given the keys.
     pub handover: Mutex<Option<axum::Router>>,
     pub pause_requested: Mutex<Option<bool>>,
+    /// Prometheus metrics, served at `/metrics`.
+    pub metrics: crate::metrics::AgentMetrics,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -405,6 +414,7 @@ impl Agent {
             st.agent_version = agent_version.into();
             st.agent_mr_enclave = me.mr_enclave.to_string();
             st.chain = chain.as_ref().map(|_| ChainView::default());
+            st.feed = cfg.feed.as_ref().map(|f| f.display().to_string());
         }
         let downloader = Downloader::with_roots(&cfg.state_dir.join("store"), &cfg.download_roots)
             .map_err(|e| setup(e.to_string()))?;
@@ -525,6 +535,7 @@ impl Agent {
             .unwrap_or_else(|p| p.into_inner());
         st.state = Some(self.core.state().clone());
         st.node_running = running;
+        self.shared.metrics.set_phase(self.core.state().phase);
     }
 
     fn set_error(&self, e: String) {
@@ -756,10 +767,13 @@ impl Agent {
                 Ok(r) => {
                     let status = r.status();
                     let body = r.text().await.unwrap_or_default();
-                    self.report(format!(
-                        "the node refused revocation {m}: HTTP {status} {}",
-                        body.chars().take(300).collect::<String>()
-                    ));
+                    self.report(
+                        None,
+                        format!(
+                            "the node refused revocation {m}: HTTP {status} {}",
+                            body.chars().take(300).collect::<String>()
+                        ),
+                    );
                 }
                 Err(e) => {
                     warn!(revoked = %m, "passing the revocation to the node failed: {e}; retrying later")
@@ -869,6 +883,7 @@ impl Agent {
         match ev {
             ChainEvent::Connected { endpoint } => {
                 info!(%endpoint, "connected to DCChain");
+                self.shared.metrics.chain_connected(&endpoint, true);
                 self.update_chain_view(|c| {
                     c.endpoint = Some(endpoint);
                     c.connected = true;
@@ -876,6 +891,7 @@ impl Agent {
             }
             ChainEvent::Disconnected { endpoint, reason } => {
                 warn!(%endpoint, "DCChain connection lost: {reason}");
+                self.shared.metrics.chain_connected(&endpoint, false);
                 self.update_chain_view(|c| {
                     c.connected = false;
                     c.last_problem = Some(format!("{endpoint}: {reason}"));
@@ -884,15 +900,20 @@ impl Agent {
             ChainEvent::Syncing { endpoint } => {
                 // Never act on chain data while the node syncs, not even on older data.
                 self.chain_latest = None;
+                self.shared.metrics.chain_syncing(&endpoint);
                 self.update_chain_view(|c| c.syncing = true);
                 warn!(%endpoint, "DCChain node is syncing; waiting");
             }
             ChainEvent::Observed(o) => {
+                self.shared
+                    .metrics
+                    .chain_finalized(&o.endpoint, o.block_number, o.at);
                 self.update_chain_view(|c| {
                     c.syncing = false;
                     c.connected = true;
                     c.finalized_block = Some(o.block_number);
                     c.finalized_hash = Some(o.block_hash.clone());
+                    c.finalized_at_ms = Some(now_ms());
                 });
                 self.chain_latest = Some(*o);
             }
@@ -921,7 +942,10 @@ impl Agent {
             match LocalFeed::new(&feed).scan(&self.committee, PRODUCT, now_ms() / 1000) {
                 Ok(scan) => {
                     for (p, why) in &scan.refused {
-                        self.report(format!("{}: {why}", p.display()));
+                        self.report(
+                            Some("feed_record_invalid"),
+                            format!("{}: {why}", p.display()),
+                        );
                     }
                     for (m, ev) in &scan.revoked {
                         self.runtime
@@ -953,7 +977,7 @@ impl Agent {
                         }
                     }
                 }
-                Err(e) => self.report(format!("feed unreadable: {e}")),
+                Err(e) => self.report(Some("feed_unreadable"), format!("feed unreadable: {e}")),
             }
         }
         if let Some(obs) = &self.chain_latest {
@@ -976,7 +1000,7 @@ impl Agent {
                 .map(|(_, r)| r.clone())
             {
                 Some(Ok(Some(c))) => out.push(c),
-                Some(Err(msg)) => self.report(msg),
+                Some(Err(msg)) => self.report(Some("chain_record_invalid"), msg),
                 _ => {}
             }
         }
@@ -989,7 +1013,13 @@ impl Agent {
         let offers: Vec<Offer> = offered.iter().map(offer_of).collect();
         let sel = self.core.select(&offers, now_ms());
         for r in sel.refused {
-            self.report(r);
+            // The core's two refusals (see `Orchestrator::select`).
+            let reason = if r.contains("revoked") {
+                "revoked"
+            } else {
+                "below_rollback_floor"
+            };
+            self.report(Some(reason), r);
         }
         let pick = sel.pick?;
         offered
@@ -997,10 +1027,14 @@ impl Agent {
             .find(|c| c.mr_enclave.to_string() == pick.mr_enclave && c.version == pick.version)
     }
 
-    /// Records a refusal once (status and log), never acting on it.
-    fn report(&mut self, msg: String) {
+    /// Records a refusal once (status and log; a refused release also in the decision
+    /// metric, by `reason`), never acting on it.
+    fn report(&mut self, release_refused: Option<&'static str>, msg: String) {
         if self.reported.insert(&msg) {
             warn!("{msg}");
+            if let Some(reason) = release_refused {
+                self.shared.metrics.decision("refused", reason);
+            }
             let mut st = self
                 .shared
                 .status
@@ -1022,6 +1056,8 @@ impl Agent {
             ..Transit::default()
         };
         let mut event = first;
+        // The core appends a history entry (duration, downtime) when an upgrade ends.
+        let last_entry = self.core.state().history.last().cloned();
         loop {
             let action = match self.core.handle(event, now_ms()) {
                 Ok(a) => a,
@@ -1032,7 +1068,23 @@ impl Agent {
             };
             event = match action {
                 Action::Idle => return,
-                Action::Finished(outcome) => return self.finished(outcome),
+                Action::Finished(outcome) => {
+                    let entry = self
+                        .core
+                        .state()
+                        .history
+                        .last()
+                        .filter(|e| Some(*e) != last_entry.as_ref());
+                    let duration = entry.map(|e| Duration::from_millis(e.duration_ms));
+                    let downtime = entry
+                        .filter(|_| matches!(outcome, Outcome::Committed { .. }))
+                        .and_then(|e| e.downtime_ms)
+                        .map(Duration::from_millis);
+                    self.shared
+                        .metrics
+                        .upgrade_finished(&outcome, duration, downtime);
+                    return self.finished(outcome);
+                }
                 Action::Persist => Event::Persisted(self.persist()),
                 Action::Download(_) => self.download(&mut transit).await,
                 Action::TakeKeys => self.take_keys(&mut transit).await,
@@ -1159,6 +1211,7 @@ impl Agent {
     /// One whole upgrade to `c`.
     pub async fn upgrade(&mut self, c: Candidate) {
         info!(version = %c.version, mrenclave = %c.mr_enclave, source = %c.source, "new release");
+        self.shared.metrics.decision("upgrade", "newer_release");
         let offer = offer_of(&c);
         self.drive(Event::Begin(offer), Some(c)).await;
     }
@@ -1170,7 +1223,15 @@ impl Agent {
                 reason: "no candidate to download".into(),
             }));
         };
-        match self.fetch_and_verify(&c).await {
+        let started = std::time::Instant::now();
+        let r = self.fetch_and_verify(&c).await;
+        let result = match &r {
+            Ok(_) => "ok",
+            Err(e) if e == NODE_EXITED_DURING_DOWNLOAD => "interrupted",
+            Err(_) => "refused",
+        };
+        self.shared.metrics.download(result, started.elapsed());
+        match r {
             Ok((target, isv_svn, evidence)) => {
                 crate::crash::point("after-effect:download");
                 t.evidence = evidence;
@@ -1250,12 +1311,14 @@ impl Agent {
         // A slow source never keeps the agent from supervising the node: if the node exits
         // during the download, the download is dropped and the node restarted first.
         let archive = {
-            let fetch = self.downloader.fetch(&c.fetch);
+            let fetch = self.downloader.fetch_logged(&c.fetch);
             tokio::select! {
                 r = fetch => r.map_err(|e| e.to_string())?,
                 _ = wait_exit(self.node.as_mut()) => return Err(NODE_EXITED_DURING_DOWNLOAD.into()),
             }
         };
+        let (archive, transferred) = archive;
+        self.shared.metrics.downloaded_bytes(transferred);
         let mre = c.mr_enclave.to_string();
         let final_dir = self.cfg.state_dir.join("bundles").join(&mre);
         if final_dir.exists()
@@ -1296,36 +1359,9 @@ impl Agent {
             }
         }
         let bundle = Bundle::open(&final_dir).map_err(|e| e.to_string())?;
-        if bundle.mr_enclave != c.mr_enclave {
-            return Err(format!(
-                "the bundle measures {} but the committee signed {}",
-                bundle.mr_enclave, c.mr_enclave
-            ));
-        }
-        if matches!(bundle.kind, dc_bundle::BundleKind::Gramine(_)) && c.record_json.is_none() {
-            // A Gramine bundle's enclave.toml is not what its MRENCLAVE measures, so its
-            // version is not authenticated by the measurement: only a committee-signed record
-            // may vouch for it.
-            return Err("a Gramine bundle needs a committee-signed release record (its version is not measured); the chain's EnclaveIds entry alone is not enough".into());
-        }
-        if bundle.manifest.name != PRODUCT {
-            return Err(format!(
-                "the bundle is {:?}, not {PRODUCT}",
-                bundle.manifest.name
-            ));
-        }
-        if bundle.manifest.version != c.version.to_string() {
-            return Err(format!(
-                "the measured bundle is version {}, the release says {}",
-                bundle.manifest.version, c.version
-            ));
-        }
-        if c.isv_svn.is_some_and(|s| s != bundle.manifest.isv_svn) {
-            return Err(format!(
-                "the measured bundle has ISVSVN {}, the record {:?}",
-                bundle.manifest.isv_svn, c.isv_svn
-            ));
-        }
+        // Measurement, product, version, ISVSVN, the Gramine rule, and the evidence checked
+        // as the node will check it, so a refusal is reported here and names its reason.
+        let evidence = crate::download::check_bundle(&bundle, c, &self.committee, now_ms() / 1000)?;
         if bundle.manifest.debug && !self.allow_debug {
             return Err(format!(
                 "{} is a DEBUG enclave (its memory is readable by the host); this agent's measured policy refuses DEBUG peers",
@@ -1338,22 +1374,6 @@ impl Agent {
                 bundle.manifest.isv_svn,
                 self.core.state().highest_isv_svn
             ));
-        }
-        let evidence = match &c.record_json {
-            Some(json) => json.clone(),
-            None => ReleaseEvidence::legacy(
-                &c.mr_enclave,
-                c.legacy_signatures.clone(),
-                &bundle.manifest_bytes,
-            )
-            .to_json(),
-        };
-        // Check it as the node will, so a refusal is reported here and names its reason.
-        let verified = ReleaseEvidence::parse(&evidence)
-            .and_then(|e| e.verify(&self.committee, now_ms() / 1000))
-            .map_err(|e| format!("release evidence: {e}"))?;
-        if verified.mr_enclave != c.mr_enclave || verified.isv_svn != bundle.manifest.isv_svn {
-            return Err("the release evidence names another enclave or ISVSVN".into());
         }
         let p = self
             .cfg
@@ -1428,9 +1448,15 @@ impl Agent {
                 Ok(())
             }),
         )
-        .await
-        .map_err(|_| "the handover did not complete in time".to_string())?
-        .map_err(|e| e.to_string())?;
+        .await;
+        self.shared.metrics.received(&match &received {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err((e.is_refusal(), e.code(), e.to_string())),
+            Err(_) => Err((false, "timeout".into(), String::new())),
+        });
+        let received = received
+            .map_err(|_| "the handover did not complete in time".to_string())?
+            .map_err(|e| e.to_string())?;
         Ok((
             received.keyring,
             hex::encode(Sha256::digest(probe.as_bytes())),
@@ -1463,6 +1489,7 @@ impl Agent {
         );
         let refusal = self.runtime.handover_refusal.clone();
         *refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let (on_delivery, on_refusal) = (self.shared.metrics.clone(), self.shared.metrics.clone());
         match holder {
             Ok(h) => {
                 let router = holder_router_observed(
@@ -1470,9 +1497,11 @@ impl Agent {
                     self.tee.clone(),
                     fixed_keyring(ring),
                     Arc::new(move |d| {
+                        on_delivery.handover.delivered("holder");
                         let _ = tx.send(d.receiver.mr_enclave);
                     }),
                     Arc::new(move |e| {
+                        on_refusal.holder_refused(e);
                         *refusal.lock().unwrap_or_else(|p| p.into_inner()) =
                             Some(format!("{} ({})", e, e.code()));
                     }),

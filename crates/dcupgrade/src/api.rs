@@ -1,6 +1,6 @@
 //! The agent's HTTP API on 127.0.0.1:6666: `/v1/status`, `/v1/history` (finished upgrades),
-//! operator pause/resume, and — while a new node is being given its keys — the holder side of
-//! the handover.
+//! `/metrics`, operator pause/resume, and — while a new node is being given its keys — the
+//! holder side of the handover.
 
 use std::sync::Arc;
 
@@ -23,7 +23,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/handover/{*step}", post(handover))
         .layer(DefaultBodyLimit::max(dc_handover::http::MAX_BODY))
         .layer(axum::middleware::from_fn(dc_handover::http::deadline))
-        .with_state(shared)
+        .with_state(shared.clone())
+        .merge(dc_metrics::router(shared.metrics.registry()))
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> Json<StatusView> {

@@ -95,15 +95,23 @@ impl Downloader {
     /// [`Downloader::fetch`], logging progress at INFO: a line when a URL starts to answer,
     /// periodic lines while it streams ([`ProgressLog`]: at most every
     /// [`LOG_EVERY`] and every [`LOG_STEP`] of the total) and a final line when every byte is
-    /// in, each with `bytes`, `total`, `rate`, `eta`, `elapsed_ms` and `url`.
-    pub async fn fetch_logged(&self, f: &Fetch) -> Result<PathBuf, DownloadError> {
+    /// in, each with `bytes`, `total`, `rate`, `eta`, `elapsed_ms` and `url`. Also returns the
+    /// bytes transferred (all URLs tried; 0 for an artifact already in the store).
+    pub async fn fetch_logged(&self, f: &Fetch) -> Result<(PathBuf, u64), DownloadError> {
         let mut log = ProgressLog::new(LOG_EVERY, LOG_STEP);
-        self.fetch_with_progress(f, &mut |p: &Progress<'_>| {
-            if log.due(p) {
-                log_progress(p)
-            }
-        })
-        .await
+        let (mut done, mut current) = (0u64, 0u64);
+        let r = self
+            .fetch_with_progress(f, &mut |p: &Progress<'_>| {
+                if p.stage == Stage::Started {
+                    done += current;
+                }
+                current = p.bytes;
+                if log.due(p) {
+                    log_progress(p)
+                }
+            })
+            .await;
+        r.map(|path| (path, done + current))
     }
 
     /// [`Downloader::fetch`], reporting progress to `on`: for each URL tried, one
@@ -477,19 +485,23 @@ pub fn verify_artifact(
     let f = std::fs::File::open(archive).map_err(|e| format!("{}: {e}", archive.display()))?;
     let bundle =
         dc_bundle::archive::unpack(std::io::BufReader::new(f), dest).map_err(|e| e.to_string());
-    let checked = bundle.and_then(|b| check_bundle(&b, c, committee, now_secs).map(|()| b));
+    let checked = bundle.and_then(|b| check_bundle(&b, c, committee, now_secs).map(|_| b));
     if checked.is_err() {
         let _ = std::fs::remove_dir_all(dest);
     }
     checked
 }
 
-fn check_bundle(
+/// The checks of [`verify_artifact`] on an unpacked bundle (the agent's too, which adds its
+/// own DEBUG policy and ISVSVN floor). Returns the release evidence the node holding the keys
+/// will verify: the signed record, or for a chain release its signatures and the measured
+/// manifest.
+pub fn check_bundle(
     b: &Bundle,
     c: &Candidate,
     committee: &Committee,
     now_secs: u64,
-) -> Result<(), String> {
+) -> Result<Vec<u8>, String> {
     if b.mr_enclave != c.mr_enclave {
         return Err(format!(
             "the bundle measures {} but the committee signed {}",
@@ -533,7 +545,7 @@ fn check_bundle(
     if verified.mr_enclave != c.mr_enclave || verified.isv_svn != b.manifest.isv_svn {
         return Err("the release evidence names another enclave or ISVSVN".into());
     }
-    Ok(())
+    Ok(evidence)
 }
 
 #[cfg(test)]
@@ -731,6 +743,11 @@ mod tests {
         .await
         .unwrap();
         assert!(seen.is_empty());
+        assert_eq!(
+            d.fetch_logged(&fetch).await.unwrap().1,
+            0,
+            "nothing transferred"
+        );
         let wrong = Fetch {
             sha256: Some([7; 32]),
             ..fetch

@@ -17,4 +17,6 @@ pub mod crash;
 pub mod download;
 pub mod journal;
 pub mod launcher;
+pub mod metrics;
+pub mod preflight;
 pub mod source;

@@ -20,6 +20,8 @@ use tracing::info;
 
 mod check;
 mod config;
+mod doctor;
+mod status_text;
 
 use config::{LauncherKind, LogFormat, RunConfig, Settings, SwitchArg};
 
@@ -43,10 +45,20 @@ struct Cli {
 enum Cmd {
     /// Run the agent (as an enclave: `dctee-sim launch AGENT_BUNDLE -- run ...`).
     Run(Box<RunArgs>),
-    /// Show the agent's state.
+    /// Show the agent's state: installed release, phase, sources, the latest upgrade's
+    /// timeline, failed and refused releases.
     Status {
         #[arg(long, default_value = "http://127.0.0.1:6666")]
         url: String,
+        /// The agent's `/v1/status` as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the finished upgrades the journal records: outcome, reason, duration, downtime.
+    History {
+        #[arg(long, default_value = "http://127.0.0.1:6666")]
+        url: String,
+        /// The agent's `/v1/history` as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -78,6 +90,10 @@ enum Cmd {
     /// Read DCChain once: the finalized block, DcProgram, every EnclaveIds entry with whether
     /// its signature verifies, and what the agent would decide.
     Check(check::CheckArgs),
+    /// Preflight before enabling upgrades, with `run`'s configuration: TEE platform, the
+    /// agent's and the installed node's committee-signed records, chain endpoints, disk, ports,
+    /// clock. PASS/WARN/FAIL per check with what to do; exit status 1 on any FAIL.
+    Doctor(Box<doctor::DoctorArgs>),
     /// The `run` configuration file.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -189,9 +205,11 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
             Cmd::Status { url, json } => status(&url, json).await,
+            Cmd::History { url, json } => history(&url, json).await,
             Cmd::Pause { url } => post(&url, "/v1/pause").await,
             Cmd::Resume { url } => post(&url, "/v1/resume").await,
             Cmd::Check(a) => check::run(a).await,
+            Cmd::Doctor(a) => doctor::run(*a).await,
             Cmd::LaunchBroker {
                 listen,
                 gramine_bin,
@@ -360,41 +378,21 @@ async fn status(url: &str, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
     }
-    println!("agent      {} ({})", s.agent_version, s.agent_mr_enclave);
-    if let Some(st) = &s.state {
-        println!(
-            "node       {} {} ({})",
-            st.current.version,
-            st.current.mr_enclave,
-            if s.node_running {
-                "running"
-            } else {
-                "NOT running"
-            }
-        );
-        println!(
-            "phase      {:?}{}",
-            st.phase,
-            if st.paused { " (paused)" } else { "" }
-        );
-        println!("highest    {}", st.highest_trusted);
-        println!("upgrades   {}", st.upgrades_completed);
-        if let Some(u) = &st.upgrade {
-            println!("target     {} {}", u.target_version, u.target_mr_enclave);
-        }
-        for (mre, f) in &st.failed {
-            println!(
-                "failed     {} {} ({} attempts): {}",
-                f.version, mre, f.attempts, f.reason
-            );
-        }
+    print!("{}", status_text::status(&s, dcupgrade::agent::now_ms()));
+    Ok(())
+}
+
+async fn history(url: &str, json: bool) -> Result<()> {
+    let h: Vec<dc_orchestrator::state::HistoryEntry> = reqwest::get(format!("{url}/v1/history"))
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&h)?);
+        return Ok(());
     }
-    if let Some(e) = &s.last_error {
-        println!("last error {e}");
-    }
-    for r in &s.refused {
-        println!("refused    {r}");
-    }
+    print!("{}", status_text::history(&h, dcupgrade::agent::now_ms()));
     Ok(())
 }
 
