@@ -34,6 +34,9 @@ pub struct DemoArgs {
     /// Keep the working directory.
     #[arg(long)]
     keep: bool,
+    /// Write the agent's Prometheus metrics, scraped after the upgrade, to this file.
+    #[arg(long, value_name = "FILE")]
+    metrics_out: Option<std::path::PathBuf>,
 }
 
 fn step(t0: Instant, msg: &str) {
@@ -233,6 +236,18 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         o.requests,
         verification.lost()
     );
+    if let Some(path) = &a.metrics_out {
+        let scrape = lab
+            .metrics(&lab.agent_url())
+            .await
+            .map_err(|e| anyhow!(e))?;
+        std::fs::write(path, scrape)
+            .map_err(|e| anyhow!("writing the metrics to {}: {e}", path.display()))?;
+        println!(
+            "agent metrics (Prometheus text format) written to {}",
+            path.display()
+        );
+    }
     drop(lab);
     if a.keep && a.dir.is_none() {
         println!("kept {}", tmp.keep().display());

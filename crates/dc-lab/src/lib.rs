@@ -64,6 +64,9 @@ pub struct AgentOptions {
     pub log: String,
     /// The agent's `--switch`: `make-before-break` (default) or `break-before-make`.
     pub switch: String,
+    /// The agent's `--poll-ms` (the feed): 100 in tests, for quick reactions; the agent's
+    /// own default is 500.
+    pub poll_ms: u64,
 }
 
 impl Default for AgentOptions {
@@ -75,6 +78,7 @@ impl Default for AgentOptions {
             crash_at: None,
             log: "info".into(),
             switch: "make-before-break".into(),
+            poll_ms: 100,
         }
     }
 }
@@ -444,7 +448,7 @@ impl Lab {
             .arg(&initial.record_path)
             .arg("--agent-record")
             .arg(&agent_record)
-            .args(["--poll-ms", "100"])
+            .args(["--poll-ms", &o.poll_ms.to_string()])
             .args(["--switch", &o.switch])
             .args(["--health-ms", "3000"])
             .args(["--retry-backoff-ms", &retry_backoff.as_millis().to_string()])
@@ -477,26 +481,30 @@ impl Lab {
 
     /// Node enclave processes of this lab now running (read from /proc).
     pub fn running_nodes(&self) -> usize {
+        self.enclave_pids("/bin/dcnode").len()
+    }
+
+    /// The agent enclave's process id, while it runs.
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.enclave_pids("/bin/dcupgrade").first().copied()
+    }
+
+    /// Processes of this lab's platform whose program ends with `suffix` (read from /proc).
+    fn enclave_pids(&self, suffix: &str) -> Vec<u32> {
         let copies = self.dir.join("platform").join("enclaves");
         let needle = copies.display().to_string();
-        std::fs::read_dir("/proc")
-            .map(|rd| {
-                rd.flatten()
-                    .filter(|e| {
-                        e.file_name()
-                            .to_string_lossy()
-                            .bytes()
-                            .all(|b| b.is_ascii_digit())
-                    })
-                    .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-                    .filter(|c| {
-                        let first = c.split(|&b| b == 0).next().unwrap_or_default();
-                        let exe = String::from_utf8_lossy(first);
-                        exe.starts_with(&needle) && exe.ends_with("/bin/dcnode")
-                    })
-                    .count()
+        let Ok(rd) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter_map(|e| {
+                let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+                let c = std::fs::read(e.path().join("cmdline")).ok()?;
+                let first = c.split(|&b| b == 0).next().unwrap_or_default();
+                let exe = String::from_utf8_lossy(first);
+                (exe.starts_with(&needle) && exe.ends_with(suffix)).then_some(pid)
             })
-            .unwrap_or(0)
+            .collect()
     }
 
     /// The agent's journal as it stands on disk.
@@ -529,6 +537,21 @@ impl Lab {
 
     pub fn node_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.node_port)
+    }
+
+    /// A scrape of `base`'s `/metrics` in the classic Prometheus text format (what
+    /// `promtool check metrics` reads).
+    pub async fn metrics(&self, base: &str) -> Result<String, String> {
+        let r = self
+            .http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .map_err(|e| format!("scraping {base}/metrics: {e}"))?;
+        if !r.status().is_success() {
+            return Err(format!("scraping {base}/metrics: HTTP {}", r.status()));
+        }
+        r.text().await.map_err(|e| e.to_string())
     }
 
     pub async fn status(&self) -> Result<StatusView, String> {

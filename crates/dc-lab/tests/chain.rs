@@ -158,6 +158,38 @@ async fn chain_driven_upgrade_refuses_unsigned_ids_and_upgrades_to_a_signed_one(
         st.failed
     );
     assert_eq!(st.current.version, "2.0.0");
+
+    // What the agent's metrics say of all this: the endpoint, its finalized head, each
+    // decision and outcome by reason.
+    let m = lab.metrics(&lab.agent_url()).await.unwrap();
+    let ep = format!("{{endpoint=\"{}\"}}", net.url());
+    let value = |series: &str| -> f64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{m}"))
+    };
+    assert_eq!(value(&format!("dcupgrade_chain_connected{ep}")), 1.0);
+    assert_eq!(value(&format!("dcupgrade_chain_syncing{ep}")), 0.0);
+    assert!(value(&format!("dcupgrade_chain_finalized_block{ep}")) >= 3.0);
+    assert!(value(&format!("dcupgrade_chain_finalized_lag_seconds{ep}")) >= 0.0);
+    assert_eq!(
+        value("dcupgrade_release_decisions_total{decision=\"refused\",reason=\"chain_record_invalid\"}"),
+        1.0,
+        "the unsigned EnclaveID"
+    );
+    assert_eq!(
+        value("dcupgrade_release_decisions_total{decision=\"upgrade\",reason=\"newer_release\"}"),
+        2.0,
+        "2.0.0, then 3.0.0 (refused after its download)"
+    );
+    assert_eq!(
+        value("dcupgrade_upgrades_total{outcome=\"committed\",reason=\"none\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("dcupgrade_upgrades_total{outcome=\"refused\",reason=\"verification\"}"),
+        1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
