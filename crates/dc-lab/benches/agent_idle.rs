@@ -61,7 +61,10 @@ fn main() {
         let pid = lab.agent_pid().expect("the agent process");
         // Settle, and the first scrape (its allocations belong to the steady state).
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let first = lab.metrics(&lab.agent_url()).await.unwrap();
+        let first = lab
+            .metrics(&lab.agent_url())
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", lab.agent_log()));
         let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
         let (t0, c0) = (Instant::now(), cpu_ticks(pid));
         let mut max_rss = 0;
@@ -70,7 +73,9 @@ fn main() {
             tokio::time::sleep(Duration::from_secs(1)).await;
             max_rss = max_rss.max(status_kib(pid, "VmRSS:"));
             if Instant::now() >= next_scrape {
-                lab.metrics(&lab.agent_url()).await.unwrap();
+                lab.metrics(&lab.agent_url())
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}\n{}", lab.agent_log()));
                 next_scrape += Duration::from_secs(15);
             }
         }
@@ -79,8 +84,7 @@ fn main() {
         let rss = status_kib(pid, "VmRSS:");
         let hwm = status_kib(pid, "VmHWM:");
         println!(
-            "agent idle, metrics on ({} families in a {} byte scrape), {wall:.0} s:",
-            first.lines().filter(|l| l.starts_with("# TYPE")).count(),
+            "agent idle, metrics on (a {} byte scrape every 15 s), {wall:.0} s:",
             first.len()
         );
         println!(

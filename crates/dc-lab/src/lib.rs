@@ -12,6 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use dc_bundle::{BundleSpec, SignerKey, TrustRoots};
+use dc_chain::storage::{self, encode, DcProgramInfo, EnclaveIdEntry};
+use dc_chain::testnet::Testnet;
 use dc_release::committee::CommitteeSigner;
 use dc_release::feed::LocalFeed;
 use dc_release::{digest_file, Artifact, ReleaseRecord, Role, SignedRecord};
@@ -323,6 +325,49 @@ impl Lab {
         std::fs::write(self.feed.join(name), bytes).map_err(err("feed"))
     }
 
+    /// The DcProgram value naming `r` as `version` (what the chain claims; the agent checks
+    /// it against the measured bundle), its artifact on the lab's server.
+    pub fn chain_program(&self, r: &NodeRelease, version: &str) -> DcProgramInfo {
+        DcProgramInfo {
+            origin_url: self.artifact_url(r).into_bytes(),
+            mirror_url: Vec::new(),
+            enclave_id: r.mr_enclave.to_string().into_bytes(),
+            version: version.as_bytes().to_vec(),
+            mirror_cids: Some(vec![]),
+        }
+    }
+
+    /// An EnclaveIds entry for `r` with the committee's legacy signature.
+    pub fn signed_enclave_id(&self, r: &NodeRelease, block: u32) -> EnclaveIdEntry {
+        EnclaveIdEntry {
+            block,
+            enclave_id: r.mr_enclave.to_string().into_bytes(),
+            signature: self.legacy_signature(&r.mr_enclave).into_bytes(),
+        }
+    }
+
+    /// Announces `r` on `net` as `version` in a new block: DcProgram names it and EnclaveIds
+    /// carries the committee's signature over its EnclaveID. Returns the block hash.
+    pub async fn announce_on_chain(
+        &self,
+        net: &Testnet,
+        r: &NodeRelease,
+        version: &str,
+        block: u32,
+    ) -> Result<String, String> {
+        net.set_storage_and_new_block(&[
+            (
+                storage::dc_program_key(),
+                Some(encode::dc_program(&self.chain_program(r, version))),
+            ),
+            (
+                storage::enclave_ids_key(),
+                Some(encode::enclave_ids(&[self.signed_enclave_id(r, block)])),
+            ),
+        ])
+        .await
+    }
+
     /// The committee's signature text for an `EnclaveIds` entry (DC's legacy format).
     pub fn legacy_signature(&self, m: &Measurement) -> String {
         dc_release::legacy::sign(&self.committee, m)
@@ -540,14 +585,21 @@ impl Lab {
     }
 
     /// A scrape of `base`'s `/metrics` in the classic Prometheus text format (what
-    /// `promtool check metrics` reads).
+    /// `promtool check metrics` reads), on a new connection: scrapes are seconds apart, and a
+    /// kept-alive connection the server closed meanwhile (its idle limit) may be reused by
+    /// the client just as the close arrives, failing a request that never reached it.
     pub async fn metrics(&self, base: &str) -> Result<String, String> {
-        let r = self
-            .http
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let r = client
             .get(format!("{base}/metrics"))
             .send()
             .await
-            .map_err(|e| format!("scraping {base}/metrics: {e}"))?;
+            .map_err(|e| format!("scraping {base}/metrics: {e:?}"))?;
         if !r.status().is_success() {
             return Err(format!("scraping {base}/metrics: HTTP {}", r.status()));
         }

@@ -6,22 +6,12 @@ use std::time::Duration;
 
 use dc_chain::storage::{self, encode, DcProgramInfo, EnclaveIdEntry};
 use dc_chain::testnet::Testnet;
-use dc_lab::{Lab, NodeRelease};
+use dc_lab::Lab;
 use dcupgrade::agent::now_ms;
 use dcupgrade::journal::Phase;
 
 mod common;
 use common::{bins, AGENT, T};
-
-fn program(lab: &Lab, r: &NodeRelease, version: &str) -> DcProgramInfo {
-    DcProgramInfo {
-        origin_url: lab.artifact_url(r).into_bytes(),
-        mirror_url: Vec::new(),
-        enclave_id: r.mr_enclave.to_string().into_bytes(),
-        version: version.as_bytes().to_vec(),
-        mirror_cids: Some(vec![]),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chain_driven_upgrade_refuses_unsigned_ids_and_upgrades_to_a_signed_one() {
@@ -55,7 +45,7 @@ async fn chain_driven_upgrade_refuses_unsigned_ids_and_upgrades_to_a_signed_one(
     net.set_storage_and_new_block(&[
         (
             storage::dc_program_key(),
-            Some(encode::dc_program(&program(&lab, &v2, "2.0.0"))),
+            Some(encode::dc_program(&lab.chain_program(&v2, "2.0.0"))),
         ),
         (
             storage::enclave_ids_key(),
@@ -78,14 +68,9 @@ async fn chain_driven_upgrade_refuses_unsigned_ids_and_upgrades_to_a_signed_one(
     assert_eq!(lab.get("before-upgrade").await.unwrap().0, "1.0.0");
 
     // Now the committee signs it.
-    let signed = EnclaveIdEntry {
-        block: 2,
-        enclave_id: v2.mr_enclave.to_string().into_bytes(),
-        signature: lab.legacy_signature(&v2.mr_enclave).into_bytes(),
-    };
     net.set_storage_and_new_block(&[(
         storage::enclave_ids_key(),
-        Some(encode::enclave_ids(&[signed])),
+        Some(encode::enclave_ids(&[lab.signed_enclave_id(&v2, 2)])),
     )])
     .await
     .unwrap();
@@ -126,23 +111,7 @@ async fn chain_driven_upgrade_refuses_unsigned_ids_and_upgrades_to_a_signed_one(
 
     // The chain claims a version the measured bundle does not have: refused.
     let v3 = lab.build_node("3.0.0", 3, "", &[]).unwrap();
-    let entry = EnclaveIdEntry {
-        block: 3,
-        enclave_id: v3.mr_enclave.to_string().into_bytes(),
-        signature: lab.legacy_signature(&v3.mr_enclave).into_bytes(),
-    };
-    net.set_storage_and_new_block(&[
-        (
-            storage::dc_program_key(),
-            Some(encode::dc_program(&program(&lab, &v3, "9.0.0"))),
-        ),
-        (
-            storage::enclave_ids_key(),
-            Some(encode::enclave_ids(&[entry])),
-        ),
-    ])
-    .await
-    .unwrap();
+    lab.announce_on_chain(&net, &v3, "9.0.0", 3).await.unwrap();
     let s = lab
         .wait_for(T, "a failure", |s| {
             s.state.as_ref().is_some_and(|st| !st.failed.is_empty())

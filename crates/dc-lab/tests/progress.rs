@@ -15,9 +15,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{bins, world, AGENT, T};
-use dc_chain::storage::{self, encode, DcProgramInfo, EnclaveIdEntry};
+use dc_chain::storage::{self, encode};
 use dc_chain::testnet::Testnet;
-use dc_lab::{Lab, NodeRelease};
+use dc_lab::Lab;
 use dc_release::committee::CommitteeSigner;
 use dc_release::{Artifact, ReleaseRecord, Role, SignedRecord};
 use sha2::{Digest, Sha256};
@@ -143,16 +143,6 @@ async fn the_agent_logs_download_progress_during_an_upgrade() {
     w.all_readable_from("2.0.0").await;
 }
 
-fn program(lab: &Lab, r: &NodeRelease, version: &str) -> DcProgramInfo {
-    DcProgramInfo {
-        origin_url: lab.artifact_url(r).into_bytes(),
-        mirror_url: Vec::new(),
-        enclave_id: r.mr_enclave.to_string().into_bytes(),
-        version: version.as_bytes().to_vec(),
-        mirror_cids: Some(vec![]),
-    }
-}
-
 fn tars(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
         .map(|rd| {
@@ -183,23 +173,7 @@ async fn check_download_fetches_and_verifies_the_announced_release() {
         .build_node("2.0.0", 2, "-other", &["--listen", "127.0.0.1:1"])
         .unwrap();
     let manifest = v2.bundle_dir.join("enclave.toml");
-    let signed = EnclaveIdEntry {
-        block: 1,
-        enclave_id: v2.mr_enclave.to_string().into_bytes(),
-        signature: lab.legacy_signature(&v2.mr_enclave).into_bytes(),
-    };
-    net.set_storage_and_new_block(&[
-        (
-            storage::dc_program_key(),
-            Some(encode::dc_program(&program(&lab, &v2, "2.0.0"))),
-        ),
-        (
-            storage::enclave_ids_key(),
-            Some(encode::enclave_ids(&[signed])),
-        ),
-    ])
-    .await
-    .unwrap();
+    lab.announce_on_chain(&net, &v2, "2.0.0", 1).await.unwrap();
     let check = |store: &Path, json: bool| {
         let mut c = Command::new(&*AGENT);
         c.args(["check", "--chain", &net.url(), "--current", "1.0.0"])
@@ -259,7 +233,7 @@ async fn check_download_fetches_and_verifies_the_announced_release() {
 
     // The chain names v2's EnclaveID but the URL serves another enclave: refused, and the
     // artifact is not kept.
-    let mut wrong = program(&lab, &v2, "2.0.0");
+    let mut wrong = lab.chain_program(&v2, "2.0.0");
     wrong.origin_url = lab.artifact_url(&other).into_bytes();
     net.set_storage_and_new_block(&[(storage::dc_program_key(), Some(encode::dc_program(&wrong)))])
         .await
