@@ -179,11 +179,10 @@ where
     let msg: M = match serde_json::from_slice(&body) {
         Ok(m) => m,
         Err(e) => {
-            return refusal(
-                StatusCode::BAD_REQUEST,
-                "malformed",
-                &format!("invalid JSON message: {e}"),
-            )
+            let e = HandoverError::Malformed(format!("invalid JSON message: {e}"));
+            tracing::warn!(code = e.code(), "handover step refused: {e}");
+            (state.on_refusal)(&e);
+            return handover_refusal(&e);
         }
     };
     let observer = state.clone();
@@ -270,6 +269,52 @@ pub enum ClientError {
     Store(String),
 }
 
+/// Refusal codes ([`HandoverError::code`]) that point at a wrong or hostile peer: a security
+/// event wherever they occur. `other` stands for a code a peer sent that we do not know;
+/// `answer_too_large` and `bad_answer` are the receiver's refusals of what a holder sent.
+pub const REFUSAL_CODES: &[&str] = &[
+    "malformed_report",
+    "report_mac",
+    "tee_failure",
+    "transcript_mismatch",
+    "revoked",
+    "unauthorized",
+    "debug_peer",
+    "lower_version",
+    "wrong_role",
+    "below_floor",
+    "no_destination",
+    "unexpected_destination",
+    "not_released_for_peer",
+    "not_released_for_me",
+    "peer_changed",
+    "decrypt_failed",
+    "malformed",
+    "ack_mismatch",
+    "answer_too_large",
+    "bad_answer",
+    "other",
+];
+
+/// Refusal codes of ordinary protocol life (a late or repeated step, a crowded holder): a
+/// retry, not an attack.
+pub const ROUTINE_CODES: &[&str] = &["unknown_session", "expired", "busy", "wrong_state"];
+
+/// Codes of failures to talk or to store, not refusals.
+pub const FAILURE_CODES: &[&str] = &["unreachable", "store_failed", "timeout"];
+
+/// The longest message from a peer that is kept (logs, journal, status).
+const MAX_PEER_MESSAGE: usize = 300;
+
+/// `s` cut to `max` characters, control characters replaced: text from a peer, made safe to
+/// log and to print.
+fn printable(s: &str, max: usize) -> String {
+    s.chars()
+        .take(max)
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
+}
+
 impl ClientError {
     /// A stable code for metrics and logs: the protocol code of a refusal (ours or the
     /// holder's), else what failed.
@@ -351,10 +396,17 @@ impl HolderClient {
                 error: "unknown".into(),
                 message: String::from_utf8_lossy(&buf[..buf.len().min(200)]).into_owned(),
             });
+            // The holder's words end up in logs, the journal and metrics: a code we know, and
+            // a short message without control characters.
+            let code = REFUSAL_CODES
+                .iter()
+                .chain(ROUTINE_CODES)
+                .find(|c| **c == e.error)
+                .map_or("other", |c| *c);
             return Err(ClientError::Refused {
                 status: status.as_u16(),
-                code: e.error,
-                message: e.message,
+                code: code.into(),
+                message: printable(&e.message, MAX_PEER_MESSAGE),
             });
         }
         serde_json::from_slice(&buf).map_err(|e| ClientError::BadAnswer(e.to_string()))
@@ -571,4 +623,71 @@ pub async fn serve_draining(
 
 async fn join_all(tasks: &mut tokio::task::JoinSet<()>) {
     while tasks.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::AuthzError;
+    use dc_tee::Measurement;
+
+    #[test]
+    fn every_protocol_code_is_classified() {
+        let m = Measurement([1; 32]);
+        let v: crate::Version = "1.0.0".parse().unwrap();
+        let all = [
+            HandoverError::ReportMac,
+            HandoverError::Tee(dc_tee::TeeError::Unavailable("x".into())),
+            HandoverError::TranscriptMismatch,
+            HandoverError::Unauthorized(AuthzError::Revoked(m)),
+            HandoverError::Unauthorized(AuthzError::NotAuthorized(m)),
+            HandoverError::DebugPeer(m),
+            HandoverError::LowerVersion {
+                peer: m,
+                peer_version: v,
+                minimum: v,
+            },
+            HandoverError::WrongRole(m),
+            HandoverError::BelowFloor {
+                peer: m,
+                version: v,
+                floor: v,
+                floor_isv_svn: 1,
+            },
+            HandoverError::NoDestination,
+            HandoverError::UnexpectedDestination,
+            HandoverError::NotReleasedForPeer {
+                peer: m,
+                released_to: String::new(),
+            },
+            HandoverError::NotReleasedForMe {
+                me: String::new(),
+                released_to: String::new(),
+            },
+            HandoverError::UnknownSession,
+            HandoverError::Expired,
+            HandoverError::Busy,
+            HandoverError::PeerChanged,
+            HandoverError::DecryptFailed,
+            HandoverError::Malformed(String::new()),
+            HandoverError::WrongState("x"),
+            HandoverError::AckMismatch,
+        ];
+        for e in &all {
+            let c = e.code();
+            assert!(
+                REFUSAL_CODES.contains(&c) != ROUTINE_CODES.contains(&c),
+                "{c} must be in exactly one list"
+            );
+        }
+        assert!(REFUSAL_CODES.contains(&"malformed_report"));
+    }
+
+    #[test]
+    fn a_peer_message_is_cut_and_made_printable() {
+        let m = printable(&format!("a\nb\u{1b}[31m{}", "x".repeat(1000)), 300);
+        assert_eq!(m.chars().count(), 300);
+        assert!(!m.chars().any(char::is_control), "{m:?}");
+        assert!(m.starts_with("a\u{fffd}b\u{fffd}[31m"));
+    }
 }

@@ -87,6 +87,26 @@ where
     }
 }
 
+/// Installs the process's log output on stderr, filtered by the environment variable
+/// `filter_env` (`info` when unset or invalid): human-readable text, coloured only on a
+/// terminal, or one [`JsonLines`] object per line.
+pub fn init(filter_env: &str, json: bool) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env(filter_env).unwrap_or_else(|_| "info".into());
+    let b = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    if json {
+        b.with_ansi(false)
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(JsonLines)
+            .init()
+    } else {
+        b.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;

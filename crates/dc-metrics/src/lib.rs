@@ -217,52 +217,87 @@ fn known_method(m: &str) -> &'static str {
 pub struct HandoverLabels {
     /// `holder` (gives keys) or `receiver` (takes them).
     pub role: &'static str,
-    /// `delivered`, `refused` (a protocol or authorization refusal, a security event), or
-    /// `failed` (transport, timeout, the peer went away).
+    /// `delivered`; `refused`: a wrong or hostile peer (forged report, unauthorized or revoked
+    /// enclave, …), a security event; `rejected`: ordinary protocol life (a late or repeated
+    /// step, a crowded holder); `failed`: the peer could not be reached, or storing failed.
     pub result: &'static str,
-    /// The protocol error code (`unauthorized`, `report_mac`, …), `none` when delivered.
-    pub code: String,
+    /// The protocol code (`unauthorized`, `report_mac`, …; `other` for one we do not know),
+    /// `none` when delivered.
+    pub code: &'static str,
+}
+
+/// The codes the handover protocol uses, by class (`dc_handover::http::REFUSAL_CODES`,
+/// `ROUTINE_CODES`, `FAILURE_CODES`): labels only ever take these values.
+#[derive(Clone, Copy, Debug)]
+pub struct HandoverCodes {
+    pub refusal: &'static [&'static str],
+    pub routine: &'static [&'static str],
+    pub failure: &'static [&'static str],
 }
 
 /// Key-handover attempts on one side of the protocol.
 #[derive(Clone)]
 pub struct HandoverMetrics {
     attempts: Family<HandoverLabels, Counter>,
+    codes: HandoverCodes,
 }
 
+const ROLES: [&str; 2] = ["holder", "receiver"];
+
 impl HandoverMetrics {
-    /// Registers `{prefix}_handover_attempts_total`.
-    pub fn register(registry: &mut Registry, prefix: &str) -> Self {
+    /// Registers `{prefix}_handover_attempts_total`. Every `refused` series starts at 0, so
+    /// an alert on its increase fires at the first refusal.
+    pub fn register(registry: &mut Registry, prefix: &str, codes: HandoverCodes) -> Self {
         let attempts = Family::<HandoverLabels, Counter>::default();
         registry.register(
             format!("{prefix}_handover_attempts"),
-            "Key handover attempts by role, result (delivered, refused, failed) and protocol error code",
+            "Key handover attempts by role, result (delivered; refused: a security event; rejected: routine; failed) and protocol code",
             attempts.clone(),
         );
-        Self { attempts }
+        for role in ROLES {
+            for code in codes.refusal {
+                let _ = attempts.get_or_create(&HandoverLabels {
+                    role,
+                    result: "refused",
+                    code,
+                });
+            }
+        }
+        Self { attempts, codes }
     }
 
     pub fn delivered(&self, role: &'static str) {
         self.count(role, "delivered", "none");
     }
 
-    /// A refusal: counts it; the caller logs it at WARN with the code.
+    /// A refusal with its protocol code: `refused`, or `rejected` for a routine code. The
+    /// caller logs it (at WARN).
     pub fn refused(&self, role: &'static str, code: &str) {
-        self.count(role, "refused", code);
+        match self.codes.routine.iter().find(|c| **c == code) {
+            Some(c) => self.count(role, "rejected", c),
+            None => {
+                let c = self
+                    .codes
+                    .refusal
+                    .iter()
+                    .find(|c| **c == code)
+                    .map_or("other", |c| *c);
+                self.count(role, "refused", c)
+            }
+        }
     }
 
     pub fn failed(&self, role: &'static str, code: &str) {
-        self.count(role, "failed", code);
+        let c = self
+            .codes
+            .failure
+            .iter()
+            .find(|c| **c == code)
+            .map_or("other", |c| *c);
+        self.count(role, "failed", c);
     }
 
-    fn count(&self, role: &'static str, result: &'static str, code: &str) {
-        // Codes come from our own protocol enum; cap the length anyway (a peer's string must
-        // never become an unbounded label).
-        let code: String = code
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .take(40)
-            .collect();
+    fn count(&self, role: &'static str, result: &'static str, code: &'static str) {
         self.attempts
             .get_or_create(&HandoverLabels { role, result, code })
             .inc();
@@ -274,11 +309,17 @@ mod tests {
     use super::*;
     use prometheus_client::metrics::gauge::Gauge;
 
+    const CODES: HandoverCodes = HandoverCodes {
+        refusal: &["report_mac", "unauthorized", "other"],
+        routine: &["busy"],
+        failure: &["timeout"],
+    };
+
     fn sample_registry() -> Registry {
         let mut r = Registry::default();
         let h = HttpMetrics::register(&mut r, "t");
         h.observe("/v1/objects/{name}", "GET", 200, 0.003);
-        let ho = HandoverMetrics::register(&mut r, "t");
+        let ho = HandoverMetrics::register(&mut r, "t", CODES);
         ho.refused("holder", "unauthorized");
         let g = Gauge::<i64>::default();
         r.register_with_unit(
@@ -346,17 +387,30 @@ mod tests {
     }
 
     #[test]
-    fn handover_codes_cannot_become_unbounded_labels() {
+    fn handover_labels_take_only_known_codes_and_refusals_start_at_zero() {
         let mut r = Registry::default();
-        let m = HandoverMetrics::register(&mut r, "t");
+        let m = HandoverMetrics::register(&mut r, "t", CODES);
+        let before = openmetrics_to_prometheus(&encode_openmetrics(&r));
+        assert!(before.contains(
+            "t_handover_attempts_total{role=\"receiver\",result=\"refused\",code=\"report_mac\"} 0"
+        ), "{before}");
         m.refused("holder", &format!("x\"}} 1\n{}", "a".repeat(500)));
+        m.refused("holder", "busy");
+        m.failed("receiver", "timeout");
+        m.failed("receiver", "anything else");
         let text = openmetrics_to_prometheus(&encode_openmetrics(&r));
-        let line = text
-            .lines()
-            .find(|l| l.starts_with("t_handover_attempts_total"))
-            .unwrap();
-        assert!(line.len() < 120, "{line}");
-        assert!(!line.contains('\n'));
+        for series in [
+            "{role=\"holder\",result=\"refused\",code=\"other\"} 1",
+            "{role=\"holder\",result=\"rejected\",code=\"busy\"} 1",
+            "{role=\"receiver\",result=\"failed\",code=\"timeout\"} 1",
+            "{role=\"receiver\",result=\"failed\",code=\"other\"} 1",
+        ] {
+            assert!(
+                text.contains(&format!("t_handover_attempts_total{series}")),
+                "{series}\n{text}"
+            );
+        }
+        assert!(!text.contains("aaaa"));
     }
 
     #[tokio::test]

@@ -196,10 +196,17 @@ pub struct UnexpectedEvent {
 pub const HISTORY_TEXT_LIMIT: usize = 512;
 
 /// `s` cut to [`HISTORY_TEXT_LIMIT`] characters, marked with `…` if cut.
-fn bounded(s: &str) -> String {
+/// Control characters become U+FFFD, so that escaping cannot multiply the text's size in
+/// the journal (a peer's refusal message lands here).
+pub(crate) fn bounded(s: &str) -> String {
+    let printable = |t: &str| -> String {
+        t.chars()
+            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+            .collect()
+    };
     match s.char_indices().nth(HISTORY_TEXT_LIMIT) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_string(),
+        Some((i, _)) => format!("{}…", printable(&s[..i])),
+        None => printable(s),
     }
 }
 
@@ -271,11 +278,31 @@ pub enum Then {
     Finish(Outcome),
 }
 
+/// Why [`Orchestrator::select`] refused an offer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The committee revoked its EnclaveID.
+    Revoked,
+    /// Below the highest version or ISVSVN ever trusted.
+    BelowRollbackFloor,
+}
+
+impl Refusal {
+    /// A stable code, for metrics.
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::Revoked => "revoked",
+            Refusal::BelowRollbackFloor => "below_rollback_floor",
+        }
+    }
+}
+
 /// Refusals of offered releases, for operators, and the release to install if any.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Selection {
     pub pick: Option<Offer>,
-    pub refused: Vec<String>,
+    /// Offers refused: why (for metrics) and the message (for the operator).
+    pub refused: Vec<(Refusal, String)>,
 }
 
 /// The orchestrator: the journaled state and where it waits.
@@ -365,17 +392,20 @@ impl Orchestrator {
         offers.sort_by_key(|o| std::cmp::Reverse(o.version));
         for o in offers {
             if self.state.revoked.contains(&o.mr_enclave) {
-                sel.refused.push(format!(
-                    "release {} ({}) refused: revoked by the committee",
-                    o.version, o.mr_enclave
+                sel.refused.push((
+                    Refusal::Revoked,
+                    format!(
+                        "release {} ({}) refused: revoked by the committee",
+                        o.version, o.mr_enclave
+                    ),
                 ));
                 continue;
             }
             if o.version < highest || o.isv_svn.is_some_and(|s| s < self.state.highest_isv_svn) {
-                sel.refused.push(format!(
+                sel.refused.push((Refusal::BelowRollbackFloor, format!(
                     "release {} ({}) from {} refused: lower than the highest version ever trusted ({highest}, ISVSVN {}); keys never go to a lower version",
                     o.version, o.mr_enclave, o.source, self.state.highest_isv_svn
-                ));
+                )));
                 continue;
             }
             if o.version <= current || sel.pick.is_some() {
@@ -804,7 +834,7 @@ impl Orchestrator {
                 version,
                 attempts,
                 retry_after_ms: now_ms.saturating_add(backoff),
-                reason: reason.to_string(),
+                reason: bounded(&reason.to_string()),
             },
         );
     }

@@ -11,6 +11,6 @@ pub mod core;
 pub mod state;
 
 pub use crate::core::{
-    Action, Event, Offer, Orchestrator, Outcome, Policy, Selection, StepError, SwitchMode, Taken,
-    UnexpectedEvent, Verified,
+    Action, Event, Offer, Orchestrator, Outcome, Policy, Refusal, Selection, StepError, SwitchMode,
+    Taken, UnexpectedEvent, Verified,
 };

@@ -215,7 +215,7 @@ impl State {
         self.timeline.push(TimelineEntry {
             phase: phase.into(),
             at_ms,
-            note: note.into(),
+            note: crate::core::bounded(&note.into()),
         });
     }
 

@@ -100,21 +100,7 @@ enum LogFormat {
 
 /// Logging to stderr in the chosen format, filtered by `DCNODE_LOG` (default `info`).
 fn init_logging(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("DCNODE_LOG").unwrap_or_else(|_| "info".into());
-    let b = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
-    match format {
-        LogFormat::Text => b
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-        LogFormat::Json => b
-            .with_ansi(false)
-            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-            .event_format(dc_log::JsonLines)
-            .init(),
-    }
+    dc_log::init("DCNODE_LOG", format == LogFormat::Json);
 }
 
 /// The value following `flag` in the measured manifest arguments, if any: test-only flags

@@ -31,7 +31,15 @@ impl NodeMetrics {
     pub fn new() -> (Self, Arc<Registry>) {
         let mut r = Registry::default();
         let http = HttpMetrics::register(&mut r, "dcnode");
-        let handover = HandoverMetrics::register(&mut r, "dcnode");
+        let handover = HandoverMetrics::register(
+            &mut r,
+            "dcnode",
+            dc_metrics::HandoverCodes {
+                refusal: dc_handover::http::REFUSAL_CODES,
+                routine: dc_handover::http::ROUTINE_CODES,
+                failure: dc_handover::http::FAILURE_CODES,
+            },
+        );
         let ready = Gauge::default();
         r.register(
             "dcnode_ready",

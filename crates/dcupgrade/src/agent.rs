@@ -911,9 +911,12 @@ impl Agent {
                 self.update_chain_view(|c| {
                     c.syncing = false;
                     c.connected = true;
+                    // The lag counts from a new finalized block, not from a re-read of one.
+                    if c.finalized_hash.as_deref() != Some(o.block_hash.as_str()) {
+                        c.finalized_at_ms = Some(now_ms());
+                    }
                     c.finalized_block = Some(o.block_number);
                     c.finalized_hash = Some(o.block_hash.clone());
-                    c.finalized_at_ms = Some(now_ms());
                 });
                 self.chain_latest = Some(*o);
             }
@@ -1012,14 +1015,8 @@ impl Agent {
         let offered = self.offered();
         let offers: Vec<Offer> = offered.iter().map(offer_of).collect();
         let sel = self.core.select(&offers, now_ms());
-        for r in sel.refused {
-            // The core's two refusals (see `Orchestrator::select`).
-            let reason = if r.contains("revoked") {
-                "revoked"
-            } else {
-                "below_rollback_floor"
-            };
-            self.report(Some(reason), r);
+        for (why, r) in sel.refused {
+            self.report(Some(why.code()), r);
         }
         let pick = sel.pick?;
         offered
@@ -1311,14 +1308,14 @@ impl Agent {
         // A slow source never keeps the agent from supervising the node: if the node exits
         // during the download, the download is dropped and the node restarted first.
         let archive = {
-            let fetch = self.downloader.fetch_logged(&c.fetch);
+            let metrics = self.shared.metrics.clone();
+            let mut received = move |b| metrics.downloaded_bytes(b);
+            let fetch = self.downloader.fetch_logged(&c.fetch, &mut received);
             tokio::select! {
                 r = fetch => r.map_err(|e| e.to_string())?,
                 _ = wait_exit(self.node.as_mut()) => return Err(NODE_EXITED_DURING_DOWNLOAD.into()),
             }
         };
-        let (archive, transferred) = archive;
-        self.shared.metrics.downloaded_bytes(transferred);
         let mre = c.mr_enclave.to_string();
         let final_dir = self.cfg.state_dir.join("bundles").join(&mre);
         if final_dir.exists()

@@ -95,23 +95,27 @@ impl Downloader {
     /// [`Downloader::fetch`], logging progress at INFO: a line when a URL starts to answer,
     /// periodic lines while it streams ([`ProgressLog`]: at most every
     /// [`LOG_EVERY`] and every [`LOG_STEP`] of the total) and a final line when every byte is
-    /// in, each with `bytes`, `total`, `rate`, `eta`, `elapsed_ms` and `url`. Also returns the
-    /// bytes transferred (all URLs tried; 0 for an artifact already in the store).
-    pub async fn fetch_logged(&self, f: &Fetch) -> Result<(PathBuf, u64), DownloadError> {
+    /// in, each with `bytes`, `total`, `rate`, `eta`, `elapsed_ms` and `url`. `received` is
+    /// told of the bytes as they arrive (every URL tried, a failed transfer too; nothing for an
+    /// artifact already in the store).
+    pub async fn fetch_logged(
+        &self,
+        f: &Fetch,
+        received: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<PathBuf, DownloadError> {
         let mut log = ProgressLog::new(LOG_EVERY, LOG_STEP);
-        let (mut done, mut current) = (0u64, 0u64);
-        let r = self
-            .fetch_with_progress(f, &mut |p: &Progress<'_>| {
-                if p.stage == Stage::Started {
-                    done += current;
-                }
-                current = p.bytes;
-                if log.due(p) {
-                    log_progress(p)
-                }
-            })
-            .await;
-        r.map(|path| (path, done + current))
+        let mut current = 0u64;
+        self.fetch_with_progress(f, &mut |p: &Progress<'_>| {
+            if p.stage == Stage::Started {
+                current = 0;
+            }
+            received(p.bytes.saturating_sub(current));
+            current = current.max(p.bytes);
+            if log.due(p) {
+                log_progress(p)
+            }
+        })
+        .await
     }
 
     /// [`Downloader::fetch`], reporting progress to `on`: for each URL tried, one
@@ -743,16 +747,20 @@ mod tests {
         .await
         .unwrap();
         assert!(seen.is_empty());
-        assert_eq!(
-            d.fetch_logged(&fetch).await.unwrap().1,
-            0,
-            "nothing transferred"
-        );
+        let mut got = 0;
+        d.fetch_logged(&fetch, &mut |b| got += b).await.unwrap();
+        assert_eq!(got, 0, "nothing transferred");
         let wrong = Fetch {
             sha256: Some([7; 32]),
             ..fetch
         };
-        let e = d.fetch_logged(&wrong).await.unwrap_err().to_string();
+        let mut got = 0;
+        let e = d
+            .fetch_logged(&wrong, &mut |b| got += b)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_eq!(got, n, "a transfer that fails its digest still counts");
         assert!(e.contains("SHA-256"), "{e}");
     }
 }

@@ -126,21 +126,7 @@ fn env_var(name: &str) -> Option<String> {
 
 /// Logging to stderr in the chosen format, filtered by `DCUPGRADE_LOG` (default `info`).
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DCUPGRADE_LOG")
-        .unwrap_or_else(|_| "info".into());
-    let b = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
-    match format {
-        LogFormat::Text => b
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-        LogFormat::Json => b
-            .with_ansi(false)
-            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-            .event_format(dc_log::JsonLines)
-            .init(),
-    }
+    dc_log::init("DCUPGRADE_LOG", format == LogFormat::Json);
 }
 
 fn main() -> std::process::ExitCode {
@@ -314,6 +300,7 @@ async fn run(a: RunConfig) -> Result<()> {
         LauncherKind::Broker => Arc::new(dcupgrade::launcher::BrokerLauncher { addr: a.broker }),
     };
     let shared = Arc::new(Shared::default());
+    shared.metrics.chain_endpoints(&a.chain);
     let listen = cfg.listen;
     let chain_roots: Vec<Vec<u8>> = a
         .chain_ca
@@ -368,12 +355,38 @@ async fn run(a: RunConfig) -> Result<()> {
     Ok(())
 }
 
+/// The agent's API is local and small: no proxy, a deadline, and a cap on what is read (any
+/// process may be listening on the port).
+const API_TIMEOUT: Duration = Duration::from_secs(10);
+const API_MAX_BODY: usize = 8 << 20;
+
+fn api_client() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .timeout(API_TIMEOUT)
+        .build()?)
+}
+
+/// `GET url` as JSON, at most [`API_MAX_BODY`] bytes.
+async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T> {
+    let mut r = api_client()?
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("asking the agent at {url} (is it running? --url)"))?
+        .error_for_status()?;
+    let mut body = Vec::new();
+    while let Some(chunk) = r.chunk().await? {
+        if body.len() + chunk.len() > API_MAX_BODY {
+            bail!("{url}: the answer is larger than {API_MAX_BODY} bytes");
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).with_context(|| format!("{url}: not the agent's answer"))
+}
+
 async fn status(url: &str, json: bool) -> Result<()> {
-    let s: StatusView = reqwest::get(format!("{url}/v1/status"))
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let s: StatusView = get_json(&format!("{url}/v1/status")).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
@@ -383,11 +396,8 @@ async fn status(url: &str, json: bool) -> Result<()> {
 }
 
 async fn history(url: &str, json: bool) -> Result<()> {
-    let h: Vec<dc_orchestrator::state::HistoryEntry> = reqwest::get(format!("{url}/v1/history"))
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let h: Vec<dc_orchestrator::state::HistoryEntry> =
+        get_json(&format!("{url}/v1/history")).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&h)?);
         return Ok(());
@@ -397,10 +407,11 @@ async fn history(url: &str, json: bool) -> Result<()> {
 }
 
 async fn post(url: &str, path: &str) -> Result<()> {
-    reqwest::Client::new()
+    api_client()?
         .post(format!("{url}{path}"))
         .send()
-        .await?
+        .await
+        .with_context(|| format!("asking the agent at {url} (is it running? --url)"))?
         .error_for_status()?;
     println!("ok");
     Ok(())

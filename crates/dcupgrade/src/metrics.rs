@@ -186,6 +186,7 @@ pub struct AgentMetrics {
     chain: Arc<ChainEndpoints>,
     download_bytes: Counter,
     download_duration: Histograms<ResultLabels>,
+    halted: Gauge,
     pub handover: HandoverMetrics,
 }
 
@@ -214,7 +215,7 @@ impl AgentMetrics {
         let upgrades = Family::<OutcomeLabels, Counter>::default();
         r.register(
             "dcupgrade_upgrades",
-            "Finished upgrades by outcome (committed, rolled_back, abandoned, refused, halted) and reason",
+            "Finished upgrades by outcome (committed, rolled_back, abandoned, refused) and reason",
             upgrades.clone(),
         );
         let duration: Histograms<DurationLabels> =
@@ -251,7 +252,21 @@ impl AgentMetrics {
             "Release downloads (fetch, digest, unpack and bundle checks), by result (ok, refused, interrupted)",
             download_duration.clone(),
         );
-        let handover = HandoverMetrics::register(&mut r, "dcupgrade");
+        let halted = Gauge::default();
+        r.register(
+            "dcupgrade_stop_halted",
+            "1 while a node's exit cannot be confirmed (a rollback or a standby stop is halted and retried): stop the process by hand",
+            halted.clone(),
+        );
+        let handover = HandoverMetrics::register(
+            &mut r,
+            "dcupgrade",
+            dc_metrics::HandoverCodes {
+                refusal: dc_handover::http::REFUSAL_CODES,
+                routine: dc_handover::http::ROUTINE_CODES,
+                failure: dc_handover::http::FAILURE_CODES,
+            },
+        );
         Self {
             registry: Arc::new(r),
             phase,
@@ -262,6 +277,7 @@ impl AgentMetrics {
             chain,
             download_bytes,
             download_duration,
+            halted,
             handover,
         }
     }
@@ -292,6 +308,17 @@ impl AgentMetrics {
         duration: Option<Duration>,
         downtime: Option<Duration>,
     ) {
+        match outcome {
+            Outcome::Nothing => return,
+            // Not an end: the same upgrade finishes (is counted) once the stop is confirmed.
+            Outcome::RollbackHalted(_) | Outcome::StandbyStopHalted(_) => {
+                self.halted.set(1);
+                return;
+            }
+            _ => {
+                self.halted.set(0);
+            }
+        }
         let Some((outcome, reason)) = outcome_labels(outcome) else {
             return;
         };
@@ -328,12 +355,21 @@ impl AgentMetrics {
     }
 
     fn endpoint(&self, endpoint: &str, f: impl FnOnce(&mut Endpoint)) {
+        let label = endpoint_label(endpoint);
         let mut eps = self.chain.0.lock().unwrap_or_else(|p| p.into_inner());
         // Endpoints come from the operator's configuration; the cap only guards memory.
-        if eps.len() >= 64 && !eps.contains_key(endpoint) {
+        if eps.len() >= 64 && !eps.contains_key(&label) {
             return;
         }
-        f(eps.entry(endpoint.to_string()).or_default());
+        f(eps.entry(label).or_default());
+    }
+
+    /// The configured endpoints, each with its series from the start (not connected yet), so
+    /// an alert on `connected == 0` sees an endpoint that never answered.
+    pub fn chain_endpoints(&self, endpoints: &[String]) {
+        for e in endpoints {
+            self.endpoint(e, |_| {});
+        }
     }
 
     pub fn chain_connected(&self, endpoint: &str, connected: bool) {
@@ -379,6 +415,22 @@ impl AgentMetrics {
     }
 }
 
+/// The label of a chain endpoint: `scheme://host:port` of its URL, nothing else — no
+/// credentials, path or query (API keys live there), and only characters that need no
+/// escaping in the exposition (the encoder does not escape label values).
+fn endpoint_label(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let keep = |s: &str| -> String {
+        s.chars()
+            .filter(|c| c.is_ascii_alphanumeric() || ".-_:[]".contains(*c))
+            .take(100)
+            .collect()
+    };
+    format!("{}://{}", keep(scheme), keep(host))
+}
+
 /// `(outcome, reason)` labels of a finished upgrade; `None` when nothing happened.
 fn outcome_labels(o: &Outcome) -> Option<(&'static str, &'static str)> {
     Some(match o {
@@ -386,9 +438,9 @@ fn outcome_labels(o: &Outcome) -> Option<(&'static str, &'static str)> {
         Outcome::Abandoned(StepError::Refused { .. }) => ("refused", "verification"),
         Outcome::Abandoned(e) => ("abandoned", step_error_code(e)),
         Outcome::RolledBack(e) => ("rolled_back", step_error_code(e)),
-        Outcome::RollbackHalted(e) => ("rollback_halted", step_error_code(e)),
-        Outcome::StandbyStopHalted(e) => ("standby_stop_halted", step_error_code(e)),
-        Outcome::Nothing => return None,
+        Outcome::RollbackHalted(_) | Outcome::StandbyStopHalted(_) | Outcome::Nothing => {
+            return None
+        }
     })
 }
 
@@ -455,5 +507,46 @@ mod tests {
             t.contains("dcupgrade_chain_connected{endpoint=\"ws://127.0.0.1:9944\"} 1"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn a_halt_is_a_state_not_an_outcome() {
+        let m = AgentMetrics::new();
+        let halted = Outcome::RollbackHalted(StepError::Health("x".into()));
+        m.upgrade_finished(&halted, None, None);
+        m.upgrade_finished(&halted, None, None);
+        let t = text(&m);
+        assert!(t.contains("dcupgrade_stop_halted 1"), "{t}");
+        assert!(!t.contains("dcupgrade_upgrades_total{"), "{t}");
+        m.upgrade_finished(
+            &Outcome::RolledBack(StepError::Health("x".into())),
+            None,
+            None,
+        );
+        let t = text(&m);
+        assert!(t.contains("dcupgrade_stop_halted 0"), "{t}");
+        assert!(
+            t.contains("dcupgrade_upgrades_total{outcome=\"rolled_back\",reason=\"health\"} 1"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn endpoint_labels_keep_scheme_host_and_port_only() {
+        assert_eq!(
+            endpoint_label("wss://user:secret@rpc.example.org:443/v1/KEY123?x=1"),
+            "wss://rpc.example.org:443"
+        );
+        assert_eq!(endpoint_label("ws://127.0.0.1:9944"), "ws://127.0.0.1:9944");
+        assert_eq!(endpoint_label("ws://[::1]:9944/"), "ws://[::1]:9944");
+        assert_eq!(endpoint_label("ws://a\"b\\c\nd:1"), "ws://abcd:1");
+        let m = AgentMetrics::new();
+        m.chain_endpoints(&["wss://u:p@h:1/key".to_string()]);
+        let t = text(&m);
+        assert!(
+            t.contains("dcupgrade_chain_connected{endpoint=\"wss://h:1\"} 0"),
+            "{t}"
+        );
+        assert!(!t.contains("h:1/key") && !t.contains("u:p@"), "{t}");
     }
 }
