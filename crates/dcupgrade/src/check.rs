@@ -7,6 +7,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::status_text::clean;
 use anyhow::{anyhow, bail, Context, Result};
 use dc_chain::{DcProgramInfo, Event};
 use dc_handover::Version;
@@ -90,7 +91,7 @@ pub(crate) fn show(bar: &ProgressBar, p: &Progress<'_>) {
                 Some(t) => bar.set_length(t),
                 None => bar.unset_length(),
             }
-            bar.set_message(format!("downloading {}", p.url));
+            bar.set_message(format!("downloading {}", clean(p.url)));
         }
         Stage::Receiving => bar.set_position(p.bytes),
         Stage::Received => {
@@ -164,6 +165,11 @@ fn now_ns() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default()
+}
+
+/// Text from the chain (any bytes an RPC node sends), made safe to print.
+fn text(b: &[u8]) -> String {
+    clean(&DcProgramInfo::text(b))
 }
 
 pub async fn run(a: CheckArgs) -> Result<()> {
@@ -322,14 +328,14 @@ pub async fn run(a: CheckArgs) -> Result<()> {
     match &obs.program {
         Ok(Some(p)) => {
             println!("DcProgram");
-            println!("  version     {}", DcProgramInfo::text(&p.version));
-            println!("  enclave_id  {}", DcProgramInfo::text(&p.enclave_id));
-            println!("  origin_url  {}", DcProgramInfo::text(&p.origin_url));
-            println!("  mirror_url  {}", DcProgramInfo::text(&p.mirror_url));
+            println!("  version     {}", text(&p.version));
+            println!("  enclave_id  {}", text(&p.enclave_id));
+            println!("  origin_url  {}", text(&p.origin_url));
+            println!("  mirror_url  {}", text(&p.mirror_url));
             match &p.mirror_cids {
                 Some(c) => println!(
                     "  mirror_cids {:?}",
-                    c.iter().map(|x| DcProgramInfo::text(x)).collect::<Vec<_>>()
+                    c.iter().map(|x| text(x)).collect::<Vec<_>>()
                 ),
                 None => println!("  mirror_cids (absent: four-field layout)"),
             }
@@ -345,7 +351,7 @@ pub async fn run(a: CheckArgs) -> Result<()> {
                 println!(
                     "  #{:<8} {}  {}",
                     e["block"],
-                    e["enclave_id"].as_str().unwrap_or_default(),
+                    clean(e["enclave_id"].as_str().unwrap_or_default()),
                     if e["valid"].as_bool() == Some(true) {
                         format!(
                             "signature valid ({})",
@@ -358,10 +364,10 @@ pub async fn run(a: CheckArgs) -> Result<()> {
             }
         }
     }
-    println!("decision      {decision}");
+    println!("decision      {}", clean(&decision));
     if let Some(dir) = a.download.clone() {
         let d = download(dir).await.context("download")?;
-        println!("download      {}", d.url);
+        println!("download      {}", clean(&d.url));
         println!("  artifact    {} ({} bytes)", d.archive.display(), d.size);
         println!("  bundle      {}", d.bundle_dir.display());
         println!(

@@ -114,9 +114,11 @@ struct Report {
 impl Report {
     fn add(&mut self, c: Check) {
         if !self.json {
-            let mut text = format!("{}  {:<18} {}", c.status.label(), c.check, c.detail);
+            // Details quote files, other processes' command lines and peers' answers.
+            let clean = crate::status_text::clean;
+            let mut text = format!("{}  {:<18} {}", c.status.label(), c.check, clean(&c.detail));
             if let Some(a) = &c.advice {
-                text.push_str(&format!("\n      → {a}"));
+                text.push_str(&format!("\n      → {}", clean(a)));
             }
             self.progress.println(&text);
         }
@@ -864,10 +866,18 @@ async fn port_check(name: &str, addr: SocketAddr, expect: Expect, http: &reqwest
             SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
         });
     }
+    // Whatever holds the port answers: read at most 1 MiB of it.
     let status = |url: String| async move {
-        let r = http.get(url).send().await.ok()?;
+        let mut r = http.get(url).send().await.ok()?;
         r.status().is_success().then_some(())?;
-        r.json::<serde_json::Value>().await.ok()
+        let mut body = Vec::new();
+        while let Some(chunk) = r.chunk().await.ok()? {
+            if body.len() + chunk.len() > 1 << 20 {
+                return None;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        serde_json::from_slice::<serde_json::Value>(&body).ok()
     };
     match expect {
         Expect::Agent => {

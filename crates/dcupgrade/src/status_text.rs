@@ -14,11 +14,15 @@ use dcupgrade::agent::{ChainView, StatusView};
 /// Refusals shown by `status` (the agent keeps the latest 100; `--json` has them all).
 const REFUSALS_SHOWN: usize = 10;
 
-/// Escapes control characters (newlines included): one record, one line.
-fn clean(s: &str) -> String {
+/// Escapes control characters (newlines included) and the Unicode controls that reorder or
+/// hide text (bidi overrides and isolates, zero-width marks): one record, one line, shown as
+/// it is. For every string from outside the program (files, peers, the chain, other
+/// processes) printed to a terminal.
+pub fn clean(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        if c.is_control() {
+        let format_control = matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}');
+        if c.is_control() || format_control {
             out.extend(c.escape_default());
         } else {
             out.push(c);
