@@ -40,7 +40,9 @@ pub enum ReleaseError {
         #[source]
         source: std::io::Error,
     },
-    #[error("release record expired at {expires_at} (now {now})")]
+    // `now` is not in the message: a refusal is reported once per distinct message, and a
+    // message that changed every second would be reported at every poll.
+    #[error("release record expired at {expires_at} (Unix seconds; if that is still ahead, this machine's clock is wrong)")]
     Expired { expires_at: u64, now: u64 },
 }
 

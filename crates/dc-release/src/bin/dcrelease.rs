@@ -469,7 +469,10 @@ async fn fetch_digest(
             take(&buf[..n])?;
         }
     } else if url.starts_with("http://") || url.starts_with("https://") {
-        let mut resp = http.get(url).send().await.map_err(describe)?;
+        let mut resp = tokio::time::timeout(STALL_TIMEOUT, http.get(url).send())
+            .await
+            .map_err(|_| anyhow!("no answer for {STALL_TIMEOUT:?}"))?
+            .map_err(describe)?;
         if !resp.status().is_success() {
             bail!("HTTP {}", resp.status());
         }
