@@ -309,8 +309,9 @@ impl Reported {
 /// In-memory state of the running agent (not journaled).
 #[derive(Default)]
 struct Runtime {
-    /// The chain block evaluated last and its outcome: each finalized block is checked once.
-    chain_evaluated: Option<(String, Result<Option<Candidate>, String>)>,
+    /// The chain block evaluated last, whether its storage was read in full (no RPC error),
+    /// and the outcome: each finalized block is checked once, unless a read failed.
+    chain_evaluated: Option<(String, bool, Result<Option<Candidate>, String>)>,
     /// Signed revocations seen in the feed, to pass on to the node, which verifies them.
     revocation_evidence: std::collections::BTreeMap<Measurement, Vec<u8>>,
     /// Revocations the running node has confirmed; cleared when the node restarts.
@@ -985,25 +986,29 @@ impl Agent {
         }
         if let Some(obs) = &self.chain_latest {
             // Each finalized block is evaluated once (its EnclaveIds signatures verified once),
-            // however often the loop polls.
+            // however often the loop polls — unless reading its storage failed (a slow or
+            // lost RPC answer), which the watcher's next read of the block may not repeat.
             let fresh = self
                 .runtime
                 .chain_evaluated
                 .as_ref()
-                .is_none_or(|(hash, _)| hash != &obs.block_hash);
+                .is_none_or(|(hash, complete, _)| hash != &obs.block_hash || !complete);
             if fresh {
+                let complete = !matches!(obs.program, Err(dc_chain::ChainError::Rpc(_)))
+                    && !matches!(obs.enclave_ids, Err(dc_chain::ChainError::Rpc(_)));
                 let r = evaluate_chain(obs, &self.committee, &self.revoked())
                     .map_err(|e| format!("DCChain block #{}: {e}", obs.block_number));
-                self.runtime.chain_evaluated = Some((obs.block_hash.clone(), r));
+                self.runtime.chain_evaluated = Some((obs.block_hash.clone(), complete, r));
             }
             match self
                 .runtime
                 .chain_evaluated
                 .as_ref()
-                .map(|(_, r)| r.clone())
+                .map(|(_, complete, r)| (*complete, r.clone()))
             {
-                Some(Ok(Some(c))) => out.push(c),
-                Some(Err(msg)) => self.report(Some("chain_record_invalid"), msg),
+                Some((_, Ok(Some(c)))) => out.push(c),
+                Some((true, Err(msg))) => self.report(Some("chain_record_invalid"), msg),
+                Some((false, Err(msg))) => self.report(Some("chain_unreadable"), msg),
                 _ => {}
             }
         }
