@@ -247,8 +247,10 @@ async fn an_endpoint_speaking_garbage_is_retried_with_growing_backoff() {
         (3..=10).contains(&disconnects),
         "{disconnects} reconnects in 3 s"
     );
-    assert_eq!(
-        accepted.load(std::sync::atomic::Ordering::SeqCst),
-        disconnects
+    // Every attempt the server saw was reported, but the one the window may have cut short.
+    let accepted = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        accepted == disconnects || accepted == disconnects + 1,
+        "{accepted} connections, {disconnects} reported"
     );
 }

@@ -48,7 +48,7 @@ async fn response(c: &mut TcpStream) -> Option<(String, String)> {
 async fn closed(c: &mut TcpStream) -> bool {
     let mut b = [0u8; 1];
     matches!(
-        tokio::time::timeout(Duration::from_secs(5), c.read(&mut b)).await,
+        tokio::time::timeout(Duration::from_secs(30), c.read(&mut b)).await,
         Ok(Ok(0)) | Ok(Err(_))
     )
 }
@@ -83,9 +83,10 @@ async fn start(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_answers_what_it_has_with_connection_close_and_leaves_the_socket_listening() {
+    // A linger long enough for a slow machine to do the steps below inside it.
     let drain = Drain {
-        linger: Duration::from_millis(1500),
-        deadline: Duration::from_secs(5),
+        linger: Duration::from_secs(5),
+        deadline: Duration::from_secs(10),
     };
     let (shared, stop, server) = start(drain).await;
     let addr = shared.local_addr().unwrap();
@@ -108,20 +109,25 @@ async fn a_drain_answers_what_it_has_with_connection_close_and_leaves_the_socket
     response(&mut idle).await.unwrap();
 
     stop.send(()).unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Within the linger, the keep-alive client's requests are answered; once the server has
+    // stopped accepting (it says so by `connection: close`), the client is told to go.
+    let head = loop {
+        keep.write_all(GET_OK).await.unwrap();
+        let (head, body) = response(&mut keep).await.unwrap();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert_eq!(body, "ok");
+        if head.contains("connection: close") {
+            break head;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(closed(&mut keep).await, "closed after its answer");
 
     // No longer accepted by the server, but not refused either: it waits in the queue of the
     // socket the test still holds.
     let mut queued = TcpStream::connect(addr).await.unwrap();
     queued.write_all(GET_OK).await.unwrap();
-
-    // Within the linger, the keep-alive client's next request is answered, and told to go.
-    keep.write_all(GET_OK).await.unwrap();
-    let (head, body) = response(&mut keep).await.unwrap();
-    assert!(head.starts_with("http/1.1 200"), "{head}");
-    assert!(head.contains("connection: close"), "{head}");
-    assert_eq!(body, "ok");
-    assert!(closed(&mut keep).await, "closed after its answer");
 
     // The request in progress completes, also with `connection: close`.
     slow.write_all(b"llo").await.unwrap();
@@ -132,7 +138,7 @@ async fn a_drain_answers_what_it_has_with_connection_close_and_leaves_the_socket
 
     // After the linger the idle connection is closed, and the drain ends.
     assert!(closed(&mut idle).await);
-    let report = tokio::time::timeout(Duration::from_secs(5), server)
+    let report = tokio::time::timeout(Duration::from_secs(60), server)
         .await
         .unwrap()
         .unwrap();
@@ -141,7 +147,13 @@ async fn a_drain_answers_what_it_has_with_connection_close_and_leaves_the_socket
     assert!(report.took >= drain.linger, "{report:?}");
 
     // The queued connection is still there for whoever serves the socket next.
+    shared.set_nonblocking(true).unwrap();
+    let waiting = std::time::Instant::now();
     let (mut next, _) = loop {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(60),
+            "the queued connection is gone"
+        );
         match shared.accept() {
             Ok(c) => break c,
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -167,13 +179,21 @@ async fn without_linger_idle_connections_close_at_once_and_the_deadline_cuts_the
     let mut idle = TcpStream::connect(addr).await.unwrap();
     idle.write_all(GET_OK).await.unwrap();
     response(&mut idle).await.unwrap();
-    // A request whose body never completes.
+    // A request whose body never completes. An exchange first proves the server accepted
+    // the connection; `100 Continue` proves the handler is reading the body (a request in
+    // progress, not an idle connection) — no sleep to guess either.
     let mut stuck = TcpStream::connect(addr).await.unwrap();
+    stuck.write_all(GET_OK).await.unwrap();
+    response(&mut stuck).await.unwrap();
     stuck
-        .write_all(b"PUT /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhe")
+        .write_all(
+            b"PUT /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n",
+        )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (head, _) = response(&mut stuck).await.unwrap();
+    assert!(head.starts_with("http/1.1 100"), "{head}");
+    stuck.write_all(b"he").await.unwrap();
 
     let t = std::time::Instant::now();
     stop.send(()).unwrap();

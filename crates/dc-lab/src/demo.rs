@@ -80,7 +80,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         },
     )
     .map_err(|e| anyhow!(e))?;
-    lab.wait_serving("1.0.0", Duration::from_secs(30))
+    lab.wait_serving("1.0.0", Duration::from_secs(300))
         .await
         .map_err(|e| anyhow!(e))?;
     step(
@@ -129,7 +129,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
     let published_at = now_ms();
     lab.publish(&v2.record).map_err(|e| anyhow!(e))?;
     step(t0, "published v2 (committee-signed) to the local feed");
-    let done = lab.wait_for(Duration::from_secs(90), "the upgrade", |s| {
+    let done = lab.wait_for(Duration::from_secs(300), "the upgrade", |s| {
         s.state
             .as_ref()
             .is_some_and(|st| st.upgrades_completed >= 1 || !st.failed.is_empty())
@@ -146,7 +146,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
             dir.join("agent.log").display()
         );
     }
-    lab.wait_serving("2.0.0", Duration::from_secs(10))
+    lab.wait_serving("2.0.0", Duration::from_secs(120))
         .await
         .map_err(|e| anyhow!(e))?;
     step(t0, "the agent upgraded the node to v2");

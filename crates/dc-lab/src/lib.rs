@@ -69,6 +69,9 @@ pub struct AgentOptions {
     /// The agent's `--poll-ms` (the feed): 100 in tests, for quick reactions; the agent's
     /// own default is 500.
     pub poll_ms: u64,
+    /// The agent's `--health-ms`: how long a new node may take to pass its health check. The
+    /// agent's default (15 s), so a busy machine does not turn a healthy node into a rollback.
+    pub health_ms: u64,
 }
 
 impl Default for AgentOptions {
@@ -81,6 +84,7 @@ impl Default for AgentOptions {
             log: "info".into(),
             switch: "make-before-break".into(),
             poll_ms: 100,
+            health_ms: 15_000,
         }
     }
 }
@@ -185,9 +189,13 @@ impl Lab {
                 dir.join("platform.log").display()
             ));
         }
+        // A hang guard, not a performance bound (a PUT fsyncs twice; a busy disk takes
+        // seconds). New connections each time: a kept-alive one the server closed at its idle
+        // limit can fail a request that never reached it.
         let http = reqwest::Client::builder()
             .no_proxy()
-            .timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| e.to_string())?;
         let artifact_port = serve_artifacts(dir.join("artifacts"))?;
@@ -495,7 +503,7 @@ impl Lab {
             .arg(&agent_record)
             .args(["--poll-ms", &o.poll_ms.to_string()])
             .args(["--switch", &o.switch])
-            .args(["--health-ms", "3000"])
+            .args(["--health-ms", &o.health_ms.to_string()])
             .args(["--retry-backoff-ms", &retry_backoff.as_millis().to_string()])
             .args(
                 o.crash_at
@@ -694,6 +702,27 @@ impl Lab {
     /// The agent's log so far (for test failure messages).
     pub fn agent_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// Waits until the agent's log (with its nodes' lines) satisfies `pred`, and returns it:
+    /// a node's lines reach the file through relays, after the state change that caused them
+    /// may already be visible.
+    pub async fn wait_log(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String, String> {
+        let end = std::time::Instant::now() + timeout;
+        loop {
+            let log = self.agent_log();
+            if pred(&log) {
+                return Ok(log);
+            }
+            if std::time::Instant::now() >= end {
+                return Err(format!("the log never showed it:\n{log}"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

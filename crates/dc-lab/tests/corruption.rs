@@ -54,7 +54,7 @@ async fn corrupt_journal_is_refused_and_left_alone() {
         };
         std::fs::write(&journal, &bad).unwrap();
         w.lab.start_agent(&v1, Duration::from_secs(3600)).unwrap();
-        let code = w.lab.wait_agent_exit(Duration::from_secs(30));
+        let code = w.lab.wait_agent_exit(common::T);
         assert_eq!(
             code,
             Some(1),
@@ -108,12 +108,12 @@ async fn corrupt_sealed_keyring_is_reported_and_never_deleted() {
             })
             .await
             .unwrap_or_else(|e| panic!("case {i} offset {at}: {e}\n{}", w.lab.agent_log()));
-        assert!(
-            w.lab.agent_log().contains("was left untouched")
-                || w.lab.agent_log().contains("does not unseal"),
-            "the node did not say why\n{}",
-            w.lab.agent_log()
-        );
+        w.lab
+            .wait_log(common::T, |l| {
+                l.contains("was left untouched") || l.contains("does not unseal")
+            })
+            .await
+            .unwrap_or_else(|e| panic!("case {i} offset {at}: the node did not say why: {e}"));
         w.lab.stop_agent();
         assert_eq!(
             std::fs::read(&blob_path).unwrap(),
@@ -220,7 +220,7 @@ async fn rewritten_journal_with_a_recomputed_checksum_is_refused() {
         }
         let log_from = w.lab.agent_log().len();
         w.lab.start_agent(&v1, Duration::from_secs(3600)).unwrap();
-        let code = w.lab.wait_agent_exit(Duration::from_secs(30));
+        let code = w.lab.wait_agent_exit(common::T);
         let log = w.lab.agent_log()[log_from..].to_string();
         assert_eq!(
             code,
@@ -256,7 +256,7 @@ async fn journal_without_its_sealed_key_is_refused() {
     let v1 = w.v1.clone();
     let log_from = w.lab.agent_log().len();
     w.lab.start_agent(&v1, Duration::from_secs(3600)).unwrap();
-    let code = w.lab.wait_agent_exit(Duration::from_secs(30));
+    let code = w.lab.wait_agent_exit(common::T);
     let log = w.lab.agent_log()[log_from..].to_string();
     assert_eq!(
         code,

@@ -125,11 +125,14 @@ async fn a_planted_keyring_blob_is_refused_and_the_node_keeps_its_keys() {
         .await
         .unwrap();
     assert!(!s.node_running);
-    let log = w.lab.agent_log();
-    assert!(
-        log.contains("KEYPOLICY") && log.contains("left untouched"),
-        "the node's refusal names the key request and leaves the blob: {log}"
-    );
+    w.lab
+        .wait_log(T, |l| {
+            l.contains("KEYPOLICY") && l.contains("left untouched")
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!("the node's refusal names the key request and leaves the blob: {e}")
+        });
     assert_eq!(std::fs::read(&path).unwrap(), planted, "blob modified");
     let keys = std::fs::read_dir(path.parent().unwrap()).unwrap().count();
     assert_eq!(

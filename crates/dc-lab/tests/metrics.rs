@@ -201,12 +201,13 @@ async fn a_forged_handover_report_is_counted_and_logged_by_the_node() {
         "nothing was delivered:\n{node}"
     );
     // Logged at WARN with its code (the node's log goes to the agent's log).
-    let log = w.lab.agent_log();
-    assert!(
-        log.lines()
-            .any(|l| l.contains("WARN") && l.contains("refused") && l.contains(&code)),
-        "no WARN with code={code}:\n{log}"
-    );
+    w.lab
+        .wait_log(T, |log| {
+            log.lines()
+                .any(|l| l.contains("WARN") && l.contains("refused") && l.contains(&code))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("no WARN with code={code}: {e}"));
     // The node still serves every object.
     w.all_readable_from("1.0.0").await;
 }

@@ -44,7 +44,7 @@ async fn binary_prints_a_clean_report_and_writes_json_and_svg() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_exits_2_when_requests_fail() {
-    let addr = common::closed_port().await;
+    let (addr, _bound) = common::closed_port().await;
     let out = bounded(
         tokio::process::Command::new(env!("CARGO_BIN_EXE_dc-loadgen"))
             .args(["--target", &addr.to_string(), "--clients", "2"])

@@ -148,7 +148,7 @@ async fn server_errors_are_http_5xx() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_port_is_refused() {
-    let addr = common::closed_port().await;
+    let (addr, _bound) = common::closed_port().await;
     let run = run_bounded(config(addr, 4, 5)).await;
     assert_eq!(run.samples.len(), 20);
     assert!(

@@ -144,8 +144,10 @@ pub async fn silent_server() -> SocketAddr {
     addr
 }
 
-/// An address nothing listens on.
-pub async fn closed_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
+/// A port nothing listens on, for as long as the returned socket lives: bound but not
+/// listening, so connections to it are refused and no other test can take it meanwhile.
+pub async fn closed_port() -> (SocketAddr, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    (socket.local_addr().unwrap(), socket)
 }
