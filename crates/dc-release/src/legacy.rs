@@ -7,7 +7,7 @@
 //! threshold above one, several entries for the same enclave id signed by distinct committee
 //! keys add up; a key counts once however many entries it signed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use dc_tee::Measurement;
 
@@ -47,19 +47,33 @@ pub fn authorize<'a>(
     enclave_id: &[u8],
     entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
 ) -> Result<(Measurement, BTreeSet<CommitteeKey>), ReleaseError> {
+    let (m, signed) = authorize_with_signatures(committee, enclave_id, entries)?;
+    Ok((m, signed.into_keys().collect()))
+}
+
+/// [`authorize`], also returning one valid signature per committee member (the first seen):
+/// the evidence to pass on, with no member counted twice however often the chain repeats it.
+pub fn authorize_with_signatures<'a>(
+    committee: &Committee,
+    enclave_id: &[u8],
+    entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+) -> Result<(Measurement, BTreeMap<CommitteeKey, &'a [u8]>), ReleaseError> {
     let m = parse_enclave_id(enclave_id)?;
-    let signers: BTreeSet<CommitteeKey> = entries
-        .into_iter()
-        .filter(|(id, _)| *id == enclave_id)
-        .filter_map(|(_, sig)| signer_of(committee, enclave_id, sig))
-        .collect();
-    if signers.len() < committee.threshold() {
+    let mut signed = BTreeMap::new();
+    for (id, sig) in entries {
+        if id == enclave_id {
+            if let Some(k) = signer_of(committee, enclave_id, sig) {
+                signed.entry(k).or_insert(sig);
+            }
+        }
+    }
+    if signed.len() < committee.threshold() {
         return Err(ReleaseError::Threshold {
-            valid: signers.len(),
+            valid: signed.len(),
             threshold: committee.threshold(),
         });
     }
-    Ok((m, signers))
+    Ok((m, signed))
 }
 
 /// The signature text a committee member publishes for `mr_enclave`.

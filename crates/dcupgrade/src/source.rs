@@ -95,7 +95,9 @@ pub fn evaluate_chain(
     let version_text = std::str::from_utf8(&program.version)
         .map_err(|_| "DcProgram version is not UTF-8".to_string())?;
     let version: Version = version_text.parse()?;
-    let (mr_enclave, signers) = dc_release::legacy::authorize(
+    // One signature per committee member, each verified once: repeats on the chain neither
+    // count twice nor crowd out other members' signatures in the evidence passed on.
+    let (mr_enclave, signed) = dc_release::legacy::authorize_with_signatures(
         committee,
         &program.enclave_id,
         entries
@@ -134,20 +136,16 @@ pub fn evaluate_chain(
             size_is_exact: false,
         },
         record_json: None,
-        legacy_signatures: entries
-            .iter()
-            .filter(|e| e.enclave_id == program.enclave_id)
-            .filter(|e| {
-                dc_release::legacy::signer_of(committee, &e.enclave_id, &e.signature).is_some()
-            })
-            .filter_map(|e| String::from_utf8(e.signature.clone()).ok())
+        legacy_signatures: signed
+            .values()
+            .filter_map(|sig| String::from_utf8(sig.to_vec()).ok())
             .take(dc_release::evidence::MAX_LEGACY_SIGNATURES)
             .collect(),
         source: format!(
             "DCChain block #{} {} ({} committee signature(s))",
             obs.block_number,
             obs.block_hash,
-            signers.len()
+            signed.len()
         ),
     }))
 }
@@ -227,5 +225,37 @@ mod tests {
         assert!(evaluate_chain(&obs(Some(local), vec![entry]), &c, &[])
             .unwrap_err()
             .contains("not an http(s):// URL"));
+    }
+
+    #[test]
+    fn repeated_signatures_neither_count_twice_nor_crowd_out_others() {
+        let (a, b) = (
+            CommitteeSigner::from_seed([1; 32]),
+            CommitteeSigner::from_seed([2; 32]),
+        );
+        let c = Committee::new([a.public(), b.public()], 2).unwrap();
+        let m = Measurement([0xab; 32]);
+        let entry = |s: &CommitteeSigner| EnclaveIdEntry {
+            block: 1,
+            enclave_id: m.to_string().into_bytes(),
+            signature: dc_release::legacy::sign(s, &m).into_bytes(),
+        };
+        // Member A many times: still one member, below the threshold of two.
+        let many_a = vec![entry(&a); 3 * dc_release::evidence::MAX_LEGACY_SIGNATURES];
+        assert!(evaluate_chain(&obs(Some(program(&m, "1.0.0")), many_a.clone()), &c, &[]).is_err());
+        // Then member B: authorized, and the evidence carries one signature of each.
+        let mut entries = many_a;
+        entries.push(entry(&b));
+        let cand = evaluate_chain(&obs(Some(program(&m, "1.0.0")), entries), &c, &[])
+            .unwrap()
+            .unwrap();
+        let mut sigs = cand.legacy_signatures.clone();
+        sigs.sort();
+        let mut expected = vec![
+            dc_release::legacy::sign(&a, &m),
+            dc_release::legacy::sign(&b, &m),
+        ];
+        expected.sort();
+        assert_eq!(sigs, expected);
     }
 }
