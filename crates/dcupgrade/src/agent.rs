@@ -24,7 +24,7 @@ use dc_handover::{
     Version,
 };
 use dc_release::feed::LocalFeed;
-use dc_release::{Committee, CommitteeAuthorizer, SignedRecord};
+use dc_release::{Committee, CommitteeAuthorizer};
 use dc_tee::{EnclaveIdentity, Measurement, SealPolicy, Tee};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -41,8 +41,6 @@ use dc_orchestrator::core::{
 use dc_orchestrator::{Taken, Verified};
 
 pub const PRODUCT: &str = "dcnode";
-const NODE_EXITED_DURING_DOWNLOAD: &str =
-    "the node exited during the download; it is restarted first and the release retried";
 pub const PROBE_OBJECT: &str = "dcupgrade-probe";
 const TRANSIT_AAD: &[u8] = b"dcupgrade transit keyring v1";
 
@@ -325,21 +323,7 @@ fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> String {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    use std::io::Write;
-    let dir = path.parent().ok_or("no parent directory")?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-    ));
-    let mut f = std::fs::File::create(&tmp).map_err(io(tmp.display()))?;
-    f.write_all(bytes).map_err(io(tmp.display()))?;
-    f.sync_all().map_err(io(tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(io(path.display()))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir.display()))
+    crate::journal::write_atomic(path, bytes).map_err(|e| e.to_string())
 }
 
 impl Agent {
@@ -476,25 +460,18 @@ impl Agent {
         bundle: &Path,
         record: &Path,
     ) -> Result<(Release, u16), String> {
-        let signed = SignedRecord::parse(
-            &dc_tee::read_limited(record, dc_release::record::MAX_RECORD_BYTES as u64)
-                .map_err(io(record.display()))?,
+        // The same check the doctor makes: a committee-signed *node* record for exactly this
+        // bundle's measurement and version.
+        let b =
+            crate::preflight::open_bundle(bundle).map_err(|e| format!("initial bundle: {e}"))?;
+        let (signed, v) = crate::preflight::verify_record_for(
+            &b,
+            committee,
+            record,
+            dc_release::Role::Node,
+            now_ms() / 1000,
         )
-        .map_err(|e| e.to_string())?;
-        let v = signed
-            .verify(committee, now_ms() / 1000)
-            .map_err(|e| format!("initial record: {e}"))?;
-        let b = Bundle::open(bundle).map_err(|e| format!("initial bundle: {e}"))?;
-        if b.mr_enclave != v.mr_enclave || b.manifest.version != v.record.version {
-            return Err(format!(
-                "initial bundle {} (mrenclave {}, version {}) is not the release the record names ({} {})",
-                bundle.display(),
-                b.mr_enclave,
-                b.manifest.version,
-                v.mr_enclave,
-                v.record.version
-            ));
-        }
+        .map_err(|e| format!("initial record: {e}"))?;
         let rec_path = cfg
             .state_dir
             .join("records")
@@ -667,7 +644,9 @@ impl Agent {
             .map_err(|e: String| StepError::Launch(e))?;
         let mre = Measurement::from_hex(&target.mr_enclave)
             .map_err(|e| StepError::Launch(e.to_string()))?;
-        let mut deliveries = self.arm_handover(ring, version, mre);
+        let mut deliveries = self
+            .arm_handover(ring, version, mre)
+            .map_err(|e| StepError::Launch(format!("cannot serve the handover: {e}")))?;
         let launched = if standby {
             self.launch(&target, true, true)
                 .map(|p| self.standby = Some(p))
@@ -767,12 +746,16 @@ impl Agent {
                 }
                 Ok(r) => {
                     let status = r.status();
-                    let body = r.text().await.unwrap_or_default();
+                    let body = crate::download::read_body_capped(r, 64 * 1024)
+                        .await
+                        .unwrap_or_default();
+                    // Once per node process: a refusal is not retried at every poll.
+                    self.runtime.pushed.insert(m);
                     self.report(
                         None,
                         format!(
                             "the node refused revocation {m}: HTTP {status} {}",
-                            body.chars().take(300).collect::<String>()
+                            dc_handover::printable(&String::from_utf8_lossy(&body), 300)
                         ),
                     );
                 }
@@ -1229,7 +1212,7 @@ impl Agent {
         let r = self.fetch_and_verify(&c).await;
         let result = match &r {
             Ok(_) => "ok",
-            Err(e) if e == NODE_EXITED_DURING_DOWNLOAD => "interrupted",
+            Err(StepError::NodeExitedDuringDownload) => "interrupted",
             Err(_) => "refused",
         };
         self.shared.metrics.download(result, started.elapsed());
@@ -1239,13 +1222,7 @@ impl Agent {
                 t.evidence = evidence;
                 Event::Downloaded(Ok(Verified { target, isv_svn }))
             }
-            Err(e) if e == NODE_EXITED_DURING_DOWNLOAD => {
-                Event::Downloaded(Err(StepError::NodeExitedDuringDownload))
-            }
-            Err(reason) => Event::Downloaded(Err(StepError::Refused {
-                version: c.version.to_string(),
-                reason,
-            })),
+            Err(e) => Event::Downloaded(Err(e)),
         }
     }
 
@@ -1309,7 +1286,14 @@ impl Agent {
     /// touched is checked here. Returns the release, its ISVSVN and its evidence (the signed
     /// record, or for a chain release its signatures and measured manifest) — what the node
     /// holding the keys will verify itself before releasing them.
-    async fn fetch_and_verify(&mut self, c: &Candidate) -> Result<(Release, u16, Vec<u8>), String> {
+    async fn fetch_and_verify(
+        &mut self,
+        c: &Candidate,
+    ) -> Result<(Release, u16, Vec<u8>), StepError> {
+        let refused = |reason: String| StepError::Refused {
+            version: c.version.to_string(),
+            reason,
+        };
         // A slow source never keeps the agent from supervising the node: if the node exits
         // during the download, the download is dropped and the node restarted first.
         let archive = {
@@ -1317,59 +1301,63 @@ impl Agent {
             let mut received = move |b| metrics.downloaded_bytes(b);
             let fetch = self.downloader.fetch_logged(&c.fetch, &mut received);
             tokio::select! {
-                r = fetch => r.map_err(|e| e.to_string())?,
-                _ = wait_exit(self.node.as_mut()) => return Err(NODE_EXITED_DURING_DOWNLOAD.into()),
+                r = fetch => r.map_err(|e| refused(e.to_string()))?,
+                _ = wait_exit(self.node.as_mut()) => return Err(StepError::NodeExitedDuringDownload),
             }
         };
+        self.install_verified(c, &archive).map_err(refused)
+    }
+
+    /// Unpacks (or finds unpacked) and checks the downloaded `archive` for `c`, and records its
+    /// evidence: see [`Agent::fetch_and_verify`].
+    fn install_verified(
+        &mut self,
+        c: &Candidate,
+        archive: &Path,
+    ) -> Result<(Release, u16, Vec<u8>), String> {
         let mre = c.mr_enclave.to_string();
         let final_dir = self.cfg.state_dir.join("bundles").join(&mre);
-        if final_dir.exists()
-            && Bundle::open(&final_dir)
-                .map(|b| b.mr_enclave != c.mr_enclave)
-                .unwrap_or(true)
-        {
-            warn!(dir = %final_dir.display(), "stored bundle no longer verifies; unpacking it again");
-            std::fs::remove_dir_all(&final_dir).map_err(io(final_dir.display()))?;
-        }
-        if !final_dir.exists() {
-            let tmp = self
-                .cfg
-                .state_dir
+        let now = now_ms() / 1000;
+        // Measurement, product, version, ISVSVN, the Gramine rule, DEBUG policy and the
+        // evidence checked as the node will check it, so a refusal is reported here and names
+        // its reason — on the bundle unpacked before, or on a fresh unpacking.
+        let (bundle, evidence) = match Bundle::open(&final_dir) {
+            Ok(b) if b.mr_enclave == c.mr_enclave => {
+                let evidence =
+                    crate::download::check_bundle(&b, c, &self.committee, now, self.allow_debug)?;
+                (b, evidence)
+            }
+            _ => {
+                if final_dir.exists() {
+                    warn!(dir = %final_dir.display(), "stored bundle no longer verifies; unpacking it again");
+                    std::fs::remove_dir_all(&final_dir).map_err(io(final_dir.display()))?;
+                }
                 // Unverified content is unpacked outside `bundles/`, where launchers run from.
-                .join("store")
-                .join(format!(".unpack-{}", now_ms()));
-            let f = std::fs::File::open(&archive).map_err(io(archive.display()))?;
-            let unpacked = dc_bundle::archive::unpack(std::io::BufReader::new(f), &tmp);
-            match unpacked {
-                Ok(b) if b.mr_enclave == c.mr_enclave => {
-                    std::fs::rename(&tmp, &final_dir).map_err(io(final_dir.display()))?
-                }
-                Ok(b) => {
-                    let _ = std::fs::remove_dir_all(&tmp);
-                    // An artifact that is not the signed enclave is not kept.
-                    let _ = std::fs::remove_file(&archive);
-                    return Err(format!(
-                        "the bundle measures {} but the committee signed {}",
-                        b.mr_enclave, c.mr_enclave
-                    ));
-                }
-                Err(e) => {
-                    let _ = std::fs::remove_dir_all(&tmp);
-                    let _ = std::fs::remove_file(&archive);
-                    return Err(e.to_string());
+                let tmp = self
+                    .cfg
+                    .state_dir
+                    .join("store")
+                    .join(format!(".unpack-{}", now_ms()));
+                match crate::download::verify_artifact(
+                    archive,
+                    c,
+                    &self.committee,
+                    now,
+                    self.allow_debug,
+                    &tmp,
+                ) {
+                    Ok(checked) => {
+                        std::fs::rename(&tmp, &final_dir).map_err(io(final_dir.display()))?;
+                        checked
+                    }
+                    Err(e) => {
+                        // An artifact that does not verify is not kept.
+                        let _ = std::fs::remove_file(archive);
+                        return Err(e);
+                    }
                 }
             }
-        }
-        let bundle = Bundle::open(&final_dir).map_err(|e| e.to_string())?;
-        // Measurement, product, version, ISVSVN, the Gramine rule, and the evidence checked
-        // as the node will check it, so a refusal is reported here and names its reason.
-        let evidence = crate::download::check_bundle(&bundle, c, &self.committee, now_ms() / 1000)?;
-        if bundle.manifest.debug && !self.allow_debug {
-            return Err(format!(
-                "{} is a DEBUG enclave (its memory is readable by the host); this agent's measured policy refuses DEBUG peers",
-                bundle.mr_enclave
-            ));
-        }
+        };
         if bundle.manifest.isv_svn < self.core.state().highest_isv_svn {
             return Err(format!(
                 "ISVSVN {} is lower than the highest ever trusted ({})",
@@ -1471,7 +1459,7 @@ impl Agent {
         ring: Keyring,
         version: Version,
         mr_enclave: Measurement,
-    ) -> mpsc::UnboundedReceiver<Measurement> {
+    ) -> Result<mpsc::UnboundedReceiver<Measurement>, String> {
         let (tx, rx) = mpsc::unbounded_channel();
         let holder = Holder::new(
             &*self.tee,
@@ -1488,35 +1476,31 @@ impl Agent {
                 role: PeerRole::Node(version),
                 revoked: self.revoked(),
             },
-        );
+        )
+        .map_err(|e| e.to_string())?;
         let refusal = self.runtime.handover_refusal.clone();
         *refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let (on_delivery, on_refusal) = (self.shared.metrics.clone(), self.shared.metrics.clone());
-        match holder {
-            Ok(h) => {
-                let router = holder_router_observed(
-                    h,
-                    self.tee.clone(),
-                    fixed_keyring(ring),
-                    Arc::new(move |d| {
-                        on_delivery.handover.delivered("holder");
-                        let _ = tx.send(d.receiver.mr_enclave);
-                    }),
-                    Arc::new(move |e| {
-                        on_refusal.holder_refused(e);
-                        *refusal.lock().unwrap_or_else(|p| p.into_inner()) =
-                            Some(format!("{} ({})", e, e.code()));
-                    }),
-                );
-                *self
-                    .shared
-                    .handover
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = Some(router);
-            }
-            Err(e) => error!("cannot serve the handover: {e}"),
-        }
-        rx
+        let router = holder_router_observed(
+            holder,
+            self.tee.clone(),
+            fixed_keyring(ring),
+            Arc::new(move |d| {
+                on_delivery.handover.delivered("holder");
+                let _ = tx.send(d.receiver.mr_enclave);
+            }),
+            Arc::new(move |e| {
+                on_refusal.holder_refused(e);
+                *refusal.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(format!("{} ({})", e, e.code()));
+            }),
+        );
+        *self
+            .shared
+            .handover
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(router);
+        Ok(rx)
     }
 
     fn disarm_handover(&self) {
@@ -1614,7 +1598,7 @@ mod tests {
     use dc_handover::messages::Challenge;
     use dc_handover::{HandoverError, Receiver};
     use dc_release::committee::CommitteeSigner;
-    use dc_release::{ReleaseRecord, Role};
+    use dc_release::{ReleaseRecord, Role, SignedRecord};
     use dc_tee_sim::platform::{test_identity, InProcessTee, Platform};
     use rand_core::TryRngCore;
 

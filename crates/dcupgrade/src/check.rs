@@ -108,6 +108,7 @@ async fn download_and_verify(
     committee: &Committee,
     dir: &Path,
     roots: &[Vec<u8>],
+    allow_debug: bool,
 ) -> Result<Downloaded> {
     let downloader = Downloader::with_roots(dir, roots)?;
     let bar = progress_bar();
@@ -135,9 +136,10 @@ async fn download_and_verify(
         c,
         committee,
         dc_release::authorizer::unix_now(),
+        allow_debug,
         &tmp,
     ) {
-        Ok(b) => b,
+        Ok((b, _)) => b,
         Err(e) => {
             // Not the signed enclave: not kept, as the agent does.
             let _ = std::fs::remove_file(&archive);
@@ -276,15 +278,10 @@ pub async fn run(a: CheckArgs) -> Result<()> {
         let (evaluated, committee, roots, decision) = (&evaluated, &committee, &roots, &decision);
         async move {
             match evaluated {
+                // Without --manifest the agent's DEBUG policy is unknown: not applied.
                 Ok(Some(c)) => {
-                    let d = download_and_verify(c, committee, &dir, roots).await?;
-                    if d.debug && allow_debug == Some(false) {
-                        bail!(
-                            "{} is a DEBUG enclave (its memory is readable by the host); this agent's measured policy refuses DEBUG peers",
-                            c.mr_enclave
-                        );
-                    }
-                    Ok(d)
+                    download_and_verify(c, committee, &dir, roots, allow_debug.unwrap_or(true))
+                        .await
                 }
                 _ => Err(anyhow!("nothing to download: {decision}")),
             }

@@ -390,7 +390,7 @@ fn agent_record(
         );
     }
     match preflight::verify_record_for(bundle, committee, record, Role::Upgrader, now_secs) {
-        Ok(v) => Check::pass(
+        Ok((_, v)) => Check::pass(
             NAME,
             format!(
                 "{} {} MRENCLAVE {}: upgrader record signed by the committee ({} of {} keys needed)",
@@ -505,7 +505,7 @@ fn node_record(
         );
     };
     match preflight::verify_record_for(&bundle, committee, &record, Role::Node, now_secs) {
-        Ok(v) => match trust_note {
+        Ok((_, v)) => match trust_note {
             Some(note) => Check::warn(
                 NAME,
                 format!("{} {}: {note}", bundle.manifest.name, v.record.version),
@@ -788,7 +788,7 @@ async fn block_time(
         "0x{}",
         hex::encode(dc_chain::storage::storage_key("Timestamp", "Now"))
     );
-    let mut resp = b
+    let resp = b
         .build()
         .ok()?
         .post(url)
@@ -801,13 +801,9 @@ async fn block_time(
         .send()
         .await
         .ok()?;
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.ok()? {
-        body.extend_from_slice(&chunk);
-        if body.len() > MAX_ANSWER {
-            return None;
-        }
-    }
+    let body = dcupgrade::download::read_body_capped(resp, MAX_ANSWER)
+        .await
+        .ok()?;
     let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
     let raw = hex::decode(v.get("result")?.as_str()?.strip_prefix("0x")?).ok()?;
     let ms = u64::from_le_bytes(raw.as_slice().try_into().ok()?);
@@ -868,15 +864,11 @@ async fn port_check(name: &str, addr: SocketAddr, expect: Expect, http: &reqwest
     }
     // Whatever holds the port answers: read at most 1 MiB of it.
     let status = |url: String| async move {
-        let mut r = http.get(url).send().await.ok()?;
+        let r = http.get(url).send().await.ok()?;
         r.status().is_success().then_some(())?;
-        let mut body = Vec::new();
-        while let Some(chunk) = r.chunk().await.ok()? {
-            if body.len() + chunk.len() > 1 << 20 {
-                return None;
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = dcupgrade::download::read_body_capped(r, 1 << 20)
+            .await
+            .ok()?;
         serde_json::from_slice::<serde_json::Value>(&body).ok()
     };
     match expect {

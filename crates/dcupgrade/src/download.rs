@@ -432,6 +432,19 @@ fn log_progress(p: &Progress<'_>) {
     }
 }
 
+/// The body of `resp`, refused past `max` bytes: for answers from whatever listens on a port
+/// (another process may), never read without a bound.
+pub async fn read_body_capped(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > max {
+            return Err(format!("the answer is larger than {max} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// `512 B`, `1.5 KiB`, `20.0 MiB`, … (binary units, one decimal).
 pub fn format_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
@@ -476,35 +489,39 @@ pub fn format_eta(eta: Option<Duration>) -> String {
 /// against the candidate the way the agent does before it touches the running node: the
 /// measurement against the signed EnclaveID, the product, the version and ISVSVN against
 /// the signed (feed) or claimed (chain) ones, a Gramine bundle only with a signed record, and
-/// the release evidence as the node holding the keys will verify it. What depends on the
-/// agent's own state (its DEBUG policy, the ISVSVN floor) is left to the caller. On failure
+/// the release evidence as the node holding the keys will verify it, and no DEBUG enclave
+/// unless `allow_debug`. What depends on the agent's journal (the ISVSVN floor) is left to
+/// the caller. Returns the bundle and its release evidence ([`check_bundle`]); on failure
 /// nothing is left at `dest`.
 pub fn verify_artifact(
     archive: &Path,
     c: &Candidate,
     committee: &Committee,
     now_secs: u64,
+    allow_debug: bool,
     dest: &Path,
-) -> Result<Bundle, String> {
+) -> Result<(Bundle, Vec<u8>), String> {
     let f = std::fs::File::open(archive).map_err(|e| format!("{}: {e}", archive.display()))?;
     let bundle =
         dc_bundle::archive::unpack(std::io::BufReader::new(f), dest).map_err(|e| e.to_string());
-    let checked = bundle.and_then(|b| check_bundle(&b, c, committee, now_secs).map(|_| b));
+    let checked = bundle.and_then(|b| {
+        check_bundle(&b, c, committee, now_secs, allow_debug).map(|evidence| (b, evidence))
+    });
     if checked.is_err() {
         let _ = std::fs::remove_dir_all(dest);
     }
     checked
 }
 
-/// The checks of [`verify_artifact`] on an unpacked bundle (the agent's too, which adds its
-/// own DEBUG policy and ISVSVN floor). Returns the release evidence the node holding the keys
-/// will verify: the signed record, or for a chain release its signatures and the measured
-/// manifest.
+/// The checks of [`verify_artifact`] on an unpacked bundle. Returns the release evidence the
+/// node holding the keys will verify: the signed record, or for a chain release its
+/// signatures and the measured manifest.
 pub fn check_bundle(
     b: &Bundle,
     c: &Candidate,
     committee: &Committee,
     now_secs: u64,
+    allow_debug: bool,
 ) -> Result<Vec<u8>, String> {
     if b.mr_enclave != c.mr_enclave {
         return Err(format!(
@@ -514,6 +531,12 @@ pub fn check_bundle(
     }
     if matches!(b.kind, dc_bundle::BundleKind::Gramine(_)) && c.record_json.is_none() {
         return Err("a Gramine bundle needs a committee-signed release record (its version is not measured); the chain's EnclaveIds entry alone is not enough".into());
+    }
+    if b.manifest.debug && !allow_debug {
+        return Err(format!(
+            "{} is a DEBUG enclave (its memory is readable by the host); this agent's measured policy refuses DEBUG peers",
+            b.mr_enclave
+        ));
     }
     if b.manifest.name != crate::agent::PRODUCT {
         return Err(format!(

@@ -280,9 +280,14 @@ fn read(path: &Path) -> Result<Option<Vec<u8>>, JournalError> {
 }
 
 /// Writes `bytes` durably (temporary file, fsync, rename, directory fsync).
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), JournalError> {
-    let dir = path.parent().expect("a file in a directory");
-    let name = path.file_name().expect("a file name").to_string_lossy();
+/// Writes `path` so that a crash leaves the old content or the new, never a mix: a temporary
+/// file beside it, synced, renamed over it, and the directory synced.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), JournalError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
     let io = |p: &Path| {
         let p = p.to_path_buf();

@@ -35,7 +35,7 @@ struct Cli {
     /// Log format (stderr): `text` or `json` (one object per line: time, level, target,
     /// message, span and event fields). Also `DCUPGRADE_LOG_FORMAT` or, for `run`, the config
     /// file's `log_format` [default: text].
-    #[arg(long, value_enum, global = true)]
+    #[arg(long, value_enum, global = true, env = "DCUPGRADE_LOG_FORMAT")]
     log_format: Option<LogFormat>,
     #[command(subcommand)]
     cmd: Cmd,
@@ -149,21 +149,9 @@ fn main() -> std::process::ExitCode {
         }
         _ => None,
     };
-    let log_format = match (&run_cfg, cli.log_format) {
-        (Some(c), _) => c.log_format,
-        (None, Some(f)) => f,
-        (None, None) => match env_var("DCUPGRADE_LOG_FORMAT").filter(|v| !v.is_empty()) {
-            None => LogFormat::Text,
-            Some(v) => match <LogFormat as clap::ValueEnum>::from_str(v.trim(), false) {
-                Ok(f) => f,
-                Err(_) => {
-                    eprintln!(
-                        "dcupgrade: error: DCUPGRADE_LOG_FORMAT: expected text or json, got {v:?}"
-                    );
-                    return std::process::ExitCode::FAILURE;
-                }
-            },
-        },
+    let log_format = match &run_cfg {
+        Some(c) => c.log_format,
+        None => cli.log_format.unwrap_or_default(),
     };
     init_logging(log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -179,10 +167,10 @@ fn main() -> std::process::ExitCode {
     };
     let r = rt.block_on(async {
         match cli.cmd {
-            Cmd::Run(a) => {
+            // `_args` is read only by test builds (crash injection).
+            Cmd::Run(_args) => {
                 #[cfg(debug_assertions)]
-                dcupgrade::crash::arm(a.crash_at.clone());
-                let _ = &a;
+                dcupgrade::crash::arm(_args.crash_at.clone());
                 run(run_cfg.expect("resolved above")).await
             }
             Cmd::Config(ConfigCmd::Check { file }) => {
@@ -238,11 +226,8 @@ async fn run(a: RunConfig) -> Result<()> {
     let manifest = Manifest::parse(&manifest_bytes)?;
     let committee = Committee::from_trust_roots(&manifest.trust)
         .context("trust roots in the measured manifest")?;
-    let initial = match (a.initial_bundle, a.initial_record) {
-        (Some(b), Some(r)) => Some((b, r)),
-        (None, None) => None,
-        _ => bail!("--initial-bundle and --initial-record go together"),
-    };
+    // Both or neither: `Settings::resolve` refused anything else.
+    let initial = a.initial_bundle.zip(a.initial_record);
     let switch = match (a.switch, a.launcher) {
         (SwitchArg::MakeBeforeBreak, LauncherKind::Sim) => {
             dc_orchestrator::core::SwitchMode::MakeBeforeBreak
@@ -369,19 +354,15 @@ fn api_client() -> Result<reqwest::Client> {
 
 /// `GET url` as JSON, at most [`API_MAX_BODY`] bytes.
 async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T> {
-    let mut r = api_client()?
+    let r = api_client()?
         .get(url)
         .send()
         .await
         .with_context(|| format!("asking the agent at {url} (is it running? --url)"))?
         .error_for_status()?;
-    let mut body = Vec::new();
-    while let Some(chunk) = r.chunk().await? {
-        if body.len() + chunk.len() > API_MAX_BODY {
-            bail!("{url}: the answer is larger than {API_MAX_BODY} bytes");
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = dcupgrade::download::read_body_capped(r, API_MAX_BODY)
+        .await
+        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
     serde_json::from_slice(&body).with_context(|| format!("{url}: not the agent's answer"))
 }
 

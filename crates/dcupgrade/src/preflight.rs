@@ -92,13 +92,6 @@ pub enum PreflightError {
     Mismatch(String),
 }
 
-/// A bundle whose committee-signed record names exactly its measurement and version.
-#[derive(Debug)]
-pub struct VerifiedRelease {
-    pub bundle: Bundle,
-    pub record: VerifiedRecord,
-}
-
 /// Opens and fully verifies a bundle (file hashes, signature, measurement).
 pub fn open_bundle(dir: &Path) -> Result<Bundle, PreflightError> {
     Bundle::open(dir).map_err(|source| PreflightError::Bundle {
@@ -108,14 +101,16 @@ pub fn open_bundle(dir: &Path) -> Result<Bundle, PreflightError> {
 }
 
 /// Reads `record_path`, checks its committee signatures (threshold and expiry at `now_secs`)
-/// and its role, and that it names `bundle`'s MRENCLAVE and version.
+/// and its role, and that it names `bundle`'s MRENCLAVE and version. Returns the record as
+/// read (to keep exactly what was verified) and what it verified to. The agent adopts its
+/// installed node with this; the doctor checks with it.
 pub fn verify_record_for(
     bundle: &Bundle,
     committee: &Committee,
     record_path: &Path,
     role: Role,
     now_secs: u64,
-) -> Result<VerifiedRecord, PreflightError> {
+) -> Result<(SignedRecord, VerifiedRecord), PreflightError> {
     let bytes = dc_tee::read_limited(record_path, dc_release::record::MAX_RECORD_BYTES as u64)
         .map_err(|source| PreflightError::Io {
             path: record_path.to_path_buf(),
@@ -125,9 +120,8 @@ pub fn verify_record_for(
         path: record_path.to_path_buf(),
         source,
     };
-    let v = SignedRecord::parse(&bytes)
-        .and_then(|s| s.verify(committee, now_secs))
-        .map_err(rec)?;
+    let signed = SignedRecord::parse(&bytes).map_err(rec)?;
+    let v = signed.verify(committee, now_secs).map_err(rec)?;
     if v.record.role != role {
         return Err(PreflightError::Mismatch(format!(
             "record {} is a {:?} record, not a {role:?} record",
@@ -153,20 +147,7 @@ pub fn verify_record_for(
             v.record.version
         )));
     }
-    Ok(v)
-}
-
-/// [`open_bundle`] and [`verify_record_for`].
-pub fn verify_release(
-    committee: &Committee,
-    bundle_dir: &Path,
-    record_path: &Path,
-    role: Role,
-    now_secs: u64,
-) -> Result<VerifiedRelease, PreflightError> {
-    let bundle = open_bundle(bundle_dir)?;
-    let record = verify_record_for(&bundle, committee, record_path, role, now_secs)?;
-    Ok(VerifiedRelease { bundle, record })
+    Ok((signed, v))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -447,9 +428,9 @@ pub fn disk(state: &Path, free: u64, largest: u64, why: &str) -> Check {
     const NAME: &str = "disk";
     let detail = format!(
         "{} free in {}; the largest allowed artifact is {} ({why})",
-        human(free),
+        crate::download::format_bytes(free),
         state.display(),
-        human(largest)
+        crate::download::format_bytes(largest)
     );
     if free < largest {
         Check::fail(
@@ -465,22 +446,6 @@ pub fn disk(state: &Path, free: u64, largest: u64, why: &str) -> Check {
         )
     } else {
         Check::pass(NAME, detail)
-    }
-}
-
-/// `1.5 GiB`.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }
 
