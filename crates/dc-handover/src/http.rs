@@ -26,7 +26,8 @@ use serde::Serialize;
 
 use crate::messages::{Ack, Challenge, Delivered, ErrorBody, Hello, Keys, Response};
 use crate::{
-    Authorizer, Delivery, HandoverError, Holder, Keyring, Received, Receiver, ReceiverConfig,
+    printable, Authorizer, Delivery, HandoverError, Holder, Keyring, Received, Receiver,
+    ReceiverConfig,
 };
 
 pub const PATH_HELLO: &str = "/v1/handover/hello";
@@ -305,15 +306,6 @@ pub const FAILURE_CODES: &[&str] = &["unreachable", "store_failed", "timeout"];
 
 /// The longest message from a peer that is kept (logs, journal, status).
 const MAX_PEER_MESSAGE: usize = 300;
-
-/// `s` cut to `max` characters, control characters replaced: text from a peer, made safe to
-/// log and to print.
-fn printable(s: &str, max: usize) -> String {
-    s.chars()
-        .take(max)
-        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
-        .collect()
-}
 
 impl ClientError {
     /// A stable code for metrics and logs: the protocol code of a refusal (ours or the
@@ -689,5 +681,10 @@ mod tests {
         assert_eq!(m.chars().count(), 300);
         assert!(!m.chars().any(char::is_control), "{m:?}");
         assert!(m.starts_with("a\u{fffd}b\u{fffd}[31m"));
+        let m = printable("ok\u{202e}kcatta\u{200b}", 300);
+        assert_eq!(
+            m, "ok\u{fffd}kcatta\u{fffd}",
+            "bidi and zero-width marks hidden"
+        );
     }
 }

@@ -37,3 +37,21 @@ pub use error::HandoverError;
 pub use holder::{Delivery, Holder, HolderConfig};
 pub use keyring::Keyring;
 pub use receiver::{Received, Receiver, ReceiverConfig};
+
+/// `s` cut to `max` characters, with control characters and the invisible ones that reorder
+/// or hide text (bidi overrides and isolates, zero-width marks) replaced by U+FFFD: text from
+/// a peer or the host, made safe to log, store and print, and bounded (escaping cannot grow it
+/// past 4 bytes a character).
+pub fn printable(s: &str, max: usize) -> String {
+    s.chars()
+        .take(max)
+        .map(|c| {
+            let hidden = matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}');
+            if c.is_control() || hidden {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect()
+}

@@ -24,7 +24,10 @@
 
 use dc_handover::Version;
 
-use crate::state::{Failure, HistoryEntry, Phase, Release, State, Upgrade, UpgradeOutcome};
+use crate::state::{
+    Failure, HistoryEntry, Phase, Release, State, Upgrade, UpgradeOutcome, MARK_NEW_NODE_SERVING,
+    MARK_OLD_NODE_EXITED,
+};
 
 /// Longest backoff after repeated failures of one release.
 pub const MAX_BACKOFF_MS: u64 = 24 * 3600 * 1000;
@@ -195,18 +198,14 @@ pub struct UnexpectedEvent {
 /// below the journal's size limit however long the drivers' error details are.
 pub const HISTORY_TEXT_LIMIT: usize = 512;
 
-/// `s` cut to [`HISTORY_TEXT_LIMIT`] characters, marked with `…` if cut.
-/// Control characters become U+FFFD, so that escaping cannot multiply the text's size in
-/// the journal (a peer's refusal message lands here).
+/// `s` cut to [`HISTORY_TEXT_LIMIT`] characters, marked with `…` if cut, and made safe
+/// (peer text — a refusal message — lands here; see [`dc_handover::printable`]).
 pub(crate) fn bounded(s: &str) -> String {
-    let printable = |t: &str| -> String {
-        t.chars()
-            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
-            .collect()
-    };
-    match s.char_indices().nth(HISTORY_TEXT_LIMIT) {
-        Some((i, _)) => format!("{}…", printable(&s[..i])),
-        None => printable(s),
+    let cut = dc_handover::printable(s, HISTORY_TEXT_LIMIT);
+    if s.chars().nth(HISTORY_TEXT_LIMIT).is_some() {
+        format!("{cut}…")
+    } else {
+        cut
     }
 }
 
@@ -313,23 +312,6 @@ pub struct Orchestrator {
     policy: Policy,
 }
 
-fn phase_name(p: Phase) -> &'static str {
-    match p {
-        Phase::Idle => "idle",
-        Phase::Candidate => "candidate",
-        Phase::Downloaded => "downloaded",
-        Phase::KeysAcquired => "keys_acquired",
-        Phase::OldStopped => "old_stopped",
-        Phase::NewLaunched => "new_launched",
-        Phase::KeysDelivered => "keys_delivered",
-        Phase::Healthy => "healthy",
-        Phase::RollingBack => "rolling_back",
-        Phase::StandbyLaunched => "standby_launched",
-        Phase::StandbyReady => "standby_ready",
-        Phase::Switching => "switching",
-    }
-}
-
 impl Orchestrator {
     /// The core over the state the journal holds. Send [`Event::Start`] before anything else.
     pub fn new(state: State, policy: Policy) -> Self {
@@ -364,7 +346,7 @@ impl Orchestrator {
 
     /// The journal name of a phase (`old_stopped`, …), as crash points and timelines use it.
     pub fn phase_name(p: Phase) -> &'static str {
-        phase_name(p)
+        p.as_str()
     }
 
     /// Records a committee revocation (outside an upgrade); `true` if new. Persist after.
@@ -515,7 +497,7 @@ impl Orchestrator {
                     // The old node may still serve: never start the new one beside it.
                     self.give_up(StepError::OldNodeNotStopped, now_ms)
                 } else {
-                    self.state.mark("old_node_exited", now_ms, "");
+                    self.state.mark(MARK_OLD_NODE_EXITED, now_ms, "");
                     self.enter(Phase::NewLaunched, "", now_ms, true, Then::LaunchNew)
                 }
             }
@@ -532,7 +514,7 @@ impl Orchestrator {
             },
             (Step::SwitchingOver, Event::Stopped { confirmed }) => {
                 if confirmed {
-                    self.state.mark("old_node_exited", now_ms, "");
+                    self.state.mark(MARK_OLD_NODE_EXITED, now_ms, "");
                     self.step = Step::AwaitingReady;
                     Action::AwaitReady
                 } else {
@@ -559,7 +541,7 @@ impl Orchestrator {
             },
             (Step::AwaitingReady, Event::Ready(r)) => match r {
                 Ok(()) => {
-                    self.state.mark("new_node_serving", now_ms, "");
+                    self.state.mark(MARK_NEW_NODE_SERVING, now_ms, "");
                     self.step = Step::CheckingHealth;
                     Action::CheckHealth
                 }
@@ -695,7 +677,7 @@ impl Orchestrator {
         then: Then,
     ) -> Action {
         self.state.phase = phase;
-        self.state.mark(phase_name(phase), now_ms, note);
+        self.state.mark(phase.as_str(), now_ms, note);
         self.step = Step::Persisting { then, strict };
         Action::Persist
     }

@@ -52,7 +52,47 @@ pub enum Phase {
     Switching,
 }
 
+/// Timeline marks that are not phases: the old node's exit, the new node serving.
+pub const MARK_OLD_NODE_EXITED: &str = "old_node_exited";
+pub const MARK_NEW_NODE_SERVING: &str = "new_node_serving";
+
 impl Phase {
+    /// Every phase.
+    pub const ALL: [Phase; 12] = [
+        Phase::Idle,
+        Phase::Candidate,
+        Phase::Downloaded,
+        Phase::KeysAcquired,
+        Phase::OldStopped,
+        Phase::NewLaunched,
+        Phase::KeysDelivered,
+        Phase::Healthy,
+        Phase::RollingBack,
+        Phase::StandbyLaunched,
+        Phase::StandbyReady,
+        Phase::Switching,
+    ];
+
+    /// The journal's name of the phase (its serialized form), as timelines, crash points and
+    /// metrics use it. Exhaustive: a new phase does not compile until it is named here (and,
+    /// by the test, in [`Phase::ALL`]).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Idle => "idle",
+            Phase::Candidate => "candidate",
+            Phase::Downloaded => "downloaded",
+            Phase::KeysAcquired => "keys_acquired",
+            Phase::OldStopped => "old_stopped",
+            Phase::NewLaunched => "new_launched",
+            Phase::KeysDelivered => "keys_delivered",
+            Phase::Healthy => "healthy",
+            Phase::RollingBack => "rolling_back",
+            Phase::StandbyLaunched => "standby_launched",
+            Phase::StandbyReady => "standby_ready",
+            Phase::Switching => "switching",
+        }
+    }
+
     /// Whether the old node may be down in this phase (so a crash here must roll back or
     /// finish, never simply carry on).
     pub fn old_node_may_be_stopped(self) -> bool {
@@ -233,23 +273,21 @@ impl State {
     /// `served_again_ms`: when a node served again, if the caller knows (the end of a
     /// rollback); otherwise the timeline's `new_node_serving`.
     pub fn downtime_ms(&self, served_again_ms: Option<u64>) -> Option<u64> {
-        let Some(i) = self
-            .timeline
-            .iter()
-            .position(|e| e.phase == "old_stopped" || e.phase == "switching")
-        else {
+        let Some(i) = self.timeline.iter().position(|e| {
+            e.phase == Phase::OldStopped.as_str() || e.phase == Phase::Switching.as_str()
+        }) else {
             // Never touched — if the timeline covers the whole upgrade.
             let whole = self
                 .timeline
                 .first()
-                .is_some_and(|e| e.phase == "candidate");
+                .is_some_and(|e| e.phase == Phase::Candidate.as_str());
             return whole.then_some(0);
         };
         let start = self.timeline[i].at_ms;
         let end = served_again_ms.or_else(|| {
             self.timeline[i..]
                 .iter()
-                .find(|e| e.phase == "new_node_serving")
+                .find(|e| e.phase == MARK_NEW_NODE_SERVING)
                 .map(|e| e.at_ms)
         })?;
         Some(end.saturating_sub(start))
@@ -259,6 +297,18 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn phase_names_are_their_journal_form_and_all_lists_each_once() {
+        let mut seen = std::collections::BTreeSet::new();
+        for p in Phase::ALL {
+            assert_eq!(
+                serde_json::to_string(&p).unwrap(),
+                format!("\"{}\"", p.as_str())
+            );
+            assert!(seen.insert(p.as_str()), "{p:?} twice");
+        }
+    }
 
     fn entry(n: u64) -> HistoryEntry {
         HistoryEntry {

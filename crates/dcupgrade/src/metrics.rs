@@ -23,41 +23,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-/// Every phase the journal can be in.
-const PHASES: [Phase; 12] = [
-    Phase::Idle,
-    Phase::Candidate,
-    Phase::Downloaded,
-    Phase::KeysAcquired,
-    Phase::OldStopped,
-    Phase::NewLaunched,
-    Phase::KeysDelivered,
-    Phase::Healthy,
-    Phase::RollingBack,
-    Phase::StandbyLaunched,
-    Phase::StandbyReady,
-    Phase::Switching,
-];
-
-/// Fails to compile when a phase is added, until [`PHASES`] lists it too.
-#[allow(dead_code)]
-fn phases_are_complete(p: Phase) {
-    match p {
-        Phase::Idle
-        | Phase::Candidate
-        | Phase::Downloaded
-        | Phase::KeysAcquired
-        | Phase::OldStopped
-        | Phase::NewLaunched
-        | Phase::KeysDelivered
-        | Phase::Healthy
-        | Phase::RollingBack
-        | Phase::StandbyLaunched
-        | Phase::StandbyReady
-        | Phase::Switching => {}
-    }
-}
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
     phase: &'static str,
@@ -205,7 +170,7 @@ impl AgentMetrics {
             "1 for the phase the agent's journal is in, 0 for the others",
             phase.clone(),
         );
-        for p in PHASES {
+        for p in Phase::ALL {
             phase
                 .get_or_create(&PhaseLabels {
                     phase: Orchestrator::phase_name(p),
@@ -292,7 +257,7 @@ impl AgentMetrics {
     }
 
     pub fn set_phase(&self, phase: Phase) {
-        for p in PHASES {
+        for p in Phase::ALL {
             self.phase
                 .get_or_create(&PhaseLabels {
                     phase: Orchestrator::phase_name(p),
