@@ -622,7 +622,13 @@ impl Bundle {
             }
         }
         let copy = Bundle::open(dest)?;
-        if copy.mr_enclave != self.mr_enclave {
+        // The whole identity, not only the measurement: the copy is what runs, so every
+        // check made on the source (its kind above all) must hold for the copy unchanged.
+        if copy.mr_enclave != self.mr_enclave
+            || copy.mr_signer != self.mr_signer
+            || copy.kind != self.kind
+            || copy.manifest_bytes != self.manifest_bytes
+        {
             return Err(BundleError::Manifest(
                 "the bundle changed while it was being copied".into(),
             ));

@@ -259,11 +259,11 @@ fn launch(
     // measurement and execution.
     let opened = Bundle::open(src).map_err(|e| format!("bundle {}: {e}", src.display()))?;
     refuse_unmeasurable(src, &opened)?;
+    // The copy is what runs; `copy_verified` refuses a copy whose identity (measurement,
+    // signer, kind, manifest) differs from what was checked here.
     let bundle = opened
         .copy_verified(dir)
         .map_err(|e| format!("bundle {}: {e}", src.display()))?;
-    // Checked again on the copy: it is what runs, and the source may have changed meanwhile.
-    refuse_unmeasurable(src, &bundle)?;
     let identity = identity_of(&bundle);
     let (platform_end, enclave_end) = UnixStream::pair().map_err(|e| e.to_string())?;
 

@@ -155,14 +155,15 @@ pub fn take_channel_from_env() -> Result<UnixStream, TeeError> {
         .map_err(|e| TeeError::Unavailable(format!("fd {fd} is not the platform channel: {e}")))?;
     // The platform answers on this fd as the enclave. Processes the enclave starts (the agent
     // spawns launchers) are not measured as it is, so they must not inherit it.
-    set_cloexec(&stream)
+    set_cloexec(stream.as_raw_fd())
         .map_err(|e| TeeError::Unavailable(format!("fd {fd}: setting FD_CLOEXEC: {e}")))?;
     Ok(stream)
 }
 
-fn set_cloexec(stream: &UnixStream) -> io::Result<()> {
-    let fd = stream.as_raw_fd();
-    // SAFETY: fcntl(2) on an fd this stream owns; no memory is passed.
+/// Marks `fd` close-on-exec: what an enclave inherits from the platform is not passed on to
+/// the programs it starts.
+pub(crate) fn set_cloexec(fd: std::os::fd::RawFd) -> io::Result<()> {
+    // SAFETY: fcntl(2) on a descriptor number; no memory is passed.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
     if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
         return Err(io::Error::last_os_error());

@@ -361,6 +361,17 @@ async fn run(
                 waited_ms = waited.elapsed().as_millis() as u64,
                 "the data directory is ours"
             );
+            // A standby sealed before it held the lock: another standby of this release may
+            // have sealed over its blob meanwhile. Serve only the keyring that is on disk, or
+            // objects written now would be unreadable after a restart.
+            let sealed = keystore
+                .load(&*tee, &me.mr_enclave)
+                .context("re-reading this release's sealed keyring")?;
+            if sealed.as_ref().map(|r| r.fingerprint()) != Some(ring.fingerprint()) {
+                bail!(
+                    "this release's sealed keyring changed while the standby waited (another node of the same release sealed over it); refusing to serve keys that are not on disk. Start one standby at a time"
+                );
+            }
             l
         }
     };

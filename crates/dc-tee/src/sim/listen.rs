@@ -113,15 +113,6 @@ pub fn check_listening_tcp(fd: BorrowedFd<'_>) -> Result<(), ListenFdsError> {
     Ok(())
 }
 
-fn set_cloexec(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl(2) on a descriptor number; no memory is passed.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// The variables as read from the environment (`None`: unset).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ListenVars {
@@ -186,7 +177,7 @@ pub unsafe fn take_listen_fds(
     let fds: Vec<RawFd> = (start..).take(names.len()).collect();
     for &fd in &fds {
         // Whatever they turn out to be, children must not inherit them.
-        let _ = set_cloexec(fd);
+        let _ = super::set_cloexec(fd);
     }
     for &fd in &fds {
         // SAFETY: only borrowed for the checks; `fcntl`/`getsockopt` fail cleanly on a closed fd.
