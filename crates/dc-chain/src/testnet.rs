@@ -57,7 +57,9 @@ pub fn free_port() -> Result<u16, String> {
         return Ok(l.local_addr().map_err(|e| e.to_string())?.port());
     }
     let span = ephemeral_low - LOW;
-    let offset = (std::process::id() * 7919) % span;
+    // u64: a pid times the stride overflows u32 on hosts with a large pid_max.
+    let offset = u32::try_from(u64::from(std::process::id()) * 7919 % u64::from(span))
+        .map_err(|e| e.to_string())?;
     for _ in 0..span {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let port = LOW + (offset + n) % span;

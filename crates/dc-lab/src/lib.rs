@@ -614,6 +614,27 @@ impl Lab {
         r.text().await.map_err(|e| e.to_string())
     }
 
+    /// Scrapes `base`'s `/metrics` until `pred` holds (the agent publishes its status before
+    /// it counts the step that led there), and returns that scrape.
+    pub async fn wait_metrics(
+        &self,
+        base: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String, String> {
+        let end = std::time::Instant::now() + timeout;
+        loop {
+            let m = self.metrics(base).await?;
+            if pred(&m) {
+                return Ok(m);
+            }
+            if std::time::Instant::now() >= end {
+                return Err(format!("the metrics never showed it:\n{m}"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn status(&self) -> Result<StatusView, String> {
         self.http
             .get(format!("{}/v1/status", self.agent_url()))
@@ -712,9 +733,21 @@ impl Lab {
         timeout: Duration,
         pred: impl Fn(&str) -> bool,
     ) -> Result<String, String> {
+        self.wait_log_since(0, timeout, pred).await
+    }
+
+    /// [`Lab::wait_log`] on the part of the log after byte `from` (what a step wrote, when
+    /// earlier steps wrote the same lines).
+    pub async fn wait_log_since(
+        &self,
+        from: usize,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String, String> {
         let end = std::time::Instant::now() + timeout;
         loop {
-            let log = self.agent_log();
+            let all = self.agent_log();
+            let log = all.get(from..).unwrap_or_default().to_string();
             if pred(&log) {
                 return Ok(log);
             }

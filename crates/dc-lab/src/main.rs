@@ -19,14 +19,7 @@ struct Cli {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DCUPGRADE_DEMO_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    dc_log::init("DCUPGRADE_DEMO_LOG", false);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -130,7 +130,12 @@ async fn chain_driven_upgrade_refuses_unsigned_ids_and_upgrades_to_a_signed_one(
 
     // What the agent's metrics say of all this: the endpoint, its finalized head, each
     // decision and outcome by reason.
-    let m = lab.metrics(&lab.agent_url()).await.unwrap();
+    let m = lab
+        .wait_metrics(&lab.agent_url(), T, |m| {
+            m.contains("dcupgrade_upgrades_total{outcome=\"refused\",reason=\"verification\"} 1")
+        })
+        .await
+        .unwrap();
     let ep = format!("{{endpoint=\"{}\"}}", net.url());
     let value = |series: &str| -> f64 {
         m.lines()

@@ -73,7 +73,13 @@ async fn agent_and_node_metrics_after_an_upgrade_pass_promtool() {
         .unwrap_or_else(|e| panic!("{e}\n{}", w.lab.agent_log()));
     w.all_readable_from("2.0.0").await;
 
-    let agent = w.lab.metrics(&w.lab.agent_url()).await.unwrap();
+    let agent = w
+        .lab
+        .wait_metrics(&w.lab.agent_url(), T, |m| {
+            m.contains("dcupgrade_upgrades_total{outcome=\"committed\",reason=\"none\"} 1")
+        })
+        .await
+        .unwrap();
     promtool(&agent).unwrap_or_else(|e| panic!("{e}\n{agent}"));
     let a = |s: &str| value(&agent, s).unwrap_or_else(|| panic!("no {s} in\n{agent}"));
     assert_eq!(

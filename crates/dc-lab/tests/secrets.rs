@@ -186,7 +186,6 @@ async fn no_key_bytes(json: bool) {
         .await
         .unwrap();
     w.lab.wait_serving("2.0.0", common::T).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
 
     let mut outputs: Vec<(String, Vec<u8>)> = vec![
         (
@@ -240,12 +239,12 @@ async fn no_key_bytes(json: bool) {
             std::fs::read(w.lab.dir.join("agent-text.log")).unwrap(),
         ));
     }
-    if json {
-        // Every line is whole once the agent (and with it its nodes) stopped: node lines reach
-        // the log through relays that may hand them over in pieces while they run.
-        drop(own);
-        outputs[0].1 = std::fs::read(w.lab.dir.join("agent.log")).unwrap();
-    }
+    // The logs are read once the agent (and with it its nodes) stopped: every line is then
+    // in the file, and whole (node lines reach it through relays, in pieces while they run).
+    drop(own);
+    w.lab.stop_agent();
+    outputs[0].1 = std::fs::read(w.lab.dir.join("agent.log")).unwrap();
+    outputs[1].1 = std::fs::read(w.lab.dir.join("platform.log")).unwrap();
     // Trace level really was on, in the agent and in the nodes.
     let log = String::from_utf8_lossy(&outputs[0].1).to_string();
     if json {

@@ -133,7 +133,7 @@ async fn unsigned_release_is_refused() {
         "{:?}",
         s.refused
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    w.after_two_scans("unsigned").await;
     w.v1_untouched().await;
 }
 
@@ -281,7 +281,7 @@ async fn revoked_release_is_refused() {
     let j = w.lab.journal().unwrap().unwrap();
     assert!(j.revoked.contains(&v2.mr_enclave.to_string()));
     std::fs::remove_file(w.lab.feed.join(format!("revoke-{}.json", v2.mr_enclave))).unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    w.after_two_scans("revoke-removed").await;
     w.v1_untouched().await;
 }
 

@@ -83,7 +83,7 @@ async fn windows_split_the_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_signal_ends_an_unbounded_run() {
-    let (addr, _node) = start_node(Fault::None).await;
+    let (addr, node) = start_node(Fault::None).await;
     let handle = start(LoadConfig {
         clients: 4,
         object_size: 100,
@@ -92,7 +92,14 @@ async fn stop_signal_ends_an_unbounded_run() {
     .unwrap();
     let stop = handle.stop_signal();
     let t0 = handle.now_us();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A request has reached the node (a client's first is a PUT, and a client finishes the
+    // request in flight before it looks at the stop signal): the run has a sample to show.
+    bounded(async {
+        while node.puts.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
     assert!(handle.now_us() > t0);
     stop.stop();
     let run = bounded(handle.join()).await;

@@ -241,7 +241,12 @@ fn a_passed_socket_is_served_drained_and_handed_on_without_refusing_a_connection
     // The socket outlives both nodes: the test holds it, as the agent would.
     let socket = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = socket.local_addr().unwrap();
-    let mut a = lab.launch(Some(&socket), &["--drain-linger-ms", "2000"]);
+    // A long linger costs nothing (it ends when the last connection has closed) and leaves
+    // a slow machine room between the steps below.
+    let mut a = lab.launch(
+        Some(&socket),
+        &["--drain-linger-ms", "30000", "--drain-deadline-ms", "60000"],
+    );
     a.wait_line("dcnode ready 1.0.0 ");
     // Serving the socket it was given, not one of its own.
     a.wait_containing("(passed)");
@@ -262,7 +267,7 @@ fn a_passed_socket_is_served_drained_and_handed_on_without_refusing_a_connection
 
     a.terminate();
     // The keep-alive connection is still answered, until an answer tells it to go.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
     let head = loop {
         let (head, _) = exchange(&mut keep, &get("/readyz"))
             .unwrap_or_else(|| panic!("keep-alive connection closed unanswered:\n{}", a.log()));

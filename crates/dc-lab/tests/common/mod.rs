@@ -78,6 +78,17 @@ impl World {
             .refused
     }
 
+    /// Returns once the agent has scanned its feed twice more from now, acting on each scan as
+    /// it does (what "it did not upgrade" must wait for): each scan is seen by the refusal of a
+    /// malformed probe file published for it.
+    pub async fn after_two_scans(&self, tag: &str) {
+        for n in 0..2 {
+            let name = format!("probe-{tag}-{n}.json");
+            self.lab.publish_raw(&name, b"{").unwrap();
+            self.refusals_matching(&name).await;
+        }
+    }
+
     /// Waits until the agent records a failed release; returns the reason.
     pub async fn failure_reason(&self) -> String {
         let s = self

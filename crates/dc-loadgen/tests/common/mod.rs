@@ -44,7 +44,8 @@ pub enum Fault {
 pub struct Node {
     fault: Fault,
     objects: Mutex<HashMap<String, Vec<u8>>>,
-    puts: AtomicU64,
+    /// PUT requests received.
+    pub puts: AtomicU64,
     /// Names of the writes acknowledged but dropped or altered.
     pub damaged: Mutex<Vec<String>>,
     /// TCP connections accepted.
