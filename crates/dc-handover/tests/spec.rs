@@ -178,6 +178,12 @@ impl Pair {
         self.holder
             .on_response(&self.htee, resp, &self.ring, now, &mut rng())
     }
+    /// A whole exchange up to the holder's answer, which must be a refusal: its code.
+    fn refusal(&mut self) -> &'static str {
+        let ch = self.challenge(NOW);
+        let resp = self.respond(&ch, NOW + 1);
+        self.answer(&resp, NOW + 2).unwrap_err().code()
+    }
     /// Runs to the keys message (holder time NOW..NOW+2).
     fn run_to_keys(&mut self) -> (Challenge, Response, Keys) {
         let ch = self.challenge(NOW);
@@ -708,9 +714,7 @@ fn a_maximal_keyring_is_handed_over_and_fits_the_http_body_limit() {
     p.ring = maximal_keyring();
     p.ring.custody_mut().released_to = None;
     // Its floor is above every release: no destination is admissible.
-    let ch = p.challenge(NOW);
-    let resp = p.respond(&ch, NOW + 1);
-    assert_eq!(p.answer(&resp, NOW + 2).unwrap_err().code(), "below_floor");
+    assert_eq!(p.refusal(), "below_floor");
     // The same size without the floor.
     let mut p = pair();
     let mut ring = maximal_keyring();
@@ -1018,9 +1022,7 @@ fn destination_rules_apply_in_the_documented_order() {
             evidence: b"revocation".to_vec(),
         })
         .unwrap();
-    let ch = p.challenge(NOW);
-    let resp = p.respond(&ch, NOW + 1);
-    assert_eq!(p.answer(&resp, NOW + 2).unwrap_err().code(), "revoked");
+    assert_eq!(p.refusal(), "revoked");
     // Below the holder's version wins over below the floor.
     let mut p = pair_with(
         node_v1(),
@@ -1041,9 +1043,7 @@ fn destination_rules_apply_in_the_documented_order() {
     // Version at the floor but ISVSVN below its floor.
     let mut p = pair();
     p.ring.custody_mut().raise_floor(Version::new(2, 0, 0), 3);
-    let ch = p.challenge(NOW);
-    let resp = p.respond(&ch, NOW + 1);
-    assert_eq!(p.answer(&resp, NOW + 2).unwrap_err().code(), "below_floor");
+    assert_eq!(p.refusal(), "below_floor");
     // Exactly at both floors: released.
     let mut p = pair();
     p.ring.custody_mut().raise_floor(Version::new(2, 0, 0), 2);
@@ -1063,9 +1063,7 @@ fn destination_rules_apply_in_the_documented_order() {
             ..upgrader_cfg()
         },
     );
-    let ch = p.challenge(NOW);
-    let resp = p.respond(&ch, NOW + 1);
-    assert_eq!(p.answer(&resp, NOW + 2).unwrap_err().code(), "wrong_role");
+    assert_eq!(p.refusal(), "wrong_role");
     // A revoked upgrader gets nothing, whatever it names: checked right after the role,
     // before the destination.
     let mut p = pair_with(
@@ -1084,9 +1082,7 @@ fn destination_rules_apply_in_the_documented_order() {
             evidence: b"revocation".to_vec(),
         })
         .unwrap();
-    let ch = p.challenge(NOW);
-    let resp = p.respond(&ch, NOW + 1);
-    assert_eq!(p.answer(&resp, NOW + 2).unwrap_err().code(), "revoked");
+    assert_eq!(p.refusal(), "revoked");
     // An oversized destination is malformed, before the authorizer sees it.
     let mut p = pair_with(
         node_v1(),
@@ -1117,15 +1113,11 @@ fn node_receivers_are_checked_against_custody() {
             evidence: b"revocation".to_vec(),
         })
         .unwrap();
-    let ch = p.challenge(NOW);
-    let resp = p.respond(&ch, NOW + 1);
-    assert_eq!(p.answer(&resp, NOW + 2).unwrap_err().code(), "revoked");
+    assert_eq!(p.refusal(), "revoked");
 
     let mut p = agent_to_node();
     p.ring.custody_mut().raise_floor(Version::new(2, 0, 1), 0);
-    let ch = p.challenge(NOW);
-    let resp = p.respond(&ch, NOW + 1);
-    assert_eq!(p.answer(&resp, NOW + 2).unwrap_err().code(), "below_floor");
+    assert_eq!(p.refusal(), "below_floor");
 
     // The holder compares the stamp's MRENCLAVE only; the node compares the whole stamp.
     let mut p = agent_to_node();

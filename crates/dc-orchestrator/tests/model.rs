@@ -324,6 +324,35 @@ enum Outcome {
     NodeExited,
 }
 
+/// A node launched to receive the keys (standby or new node), as the driver reports it: on
+/// delivery it sealed them and is `on_delivery`; if it crashed after sealing they are sealed
+/// (and counted as delivered to it) but it is down; otherwise it is down with nothing.
+fn deliver(
+    s: &mut Sys,
+    a: &mut AgentProc,
+    t: &'static str,
+    outcome: Outcome,
+    on_delivery: Proc,
+) -> Event {
+    let sealed = matches!(outcome, Outcome::Ok | Outcome::SealedThenCrashed) && a.keys;
+    if sealed {
+        if !s.sealed.contains(&t) {
+            s.sealed.push(t);
+        }
+        if !s.delivered.contains(&t) {
+            s.delivered.push(t);
+        }
+    }
+    if outcome == Outcome::Ok && a.keys {
+        a.keys = false;
+        s.set(t, on_delivery);
+        Event::Delivered(Result::Ok(t.into()))
+    } else {
+        s.set(t, Proc::Down);
+        Event::Delivered(Err(StepError::Delivery("crashed".into())))
+    }
+}
+
 fn target_of(core: &Orchestrator) -> Option<&'static str> {
     let m = core.state().upgrade.as_ref()?.target_mr_enclave.clone();
     [V1, V2, UNSIGNED].into_iter().find(|x| *x == m)
@@ -443,33 +472,7 @@ impl UpgradeModel {
                 let t = target_of(&a.core)?;
                 s.set(t, Proc::Starting);
                 a.standby = Some(t);
-                match outcome {
-                    Outcome::Ok if a.keys => {
-                        a.keys = false;
-                        if !s.sealed.contains(&t) {
-                            s.sealed.push(t);
-                        }
-                        if !s.delivered.contains(&t) {
-                            s.delivered.push(t);
-                        }
-                        s.set(t, Proc::Standby);
-                        Event::Delivered(Result::Ok(t.into()))
-                    }
-                    Outcome::SealedThenCrashed if a.keys => {
-                        if !s.sealed.contains(&t) {
-                            s.sealed.push(t);
-                        }
-                        if !s.delivered.contains(&t) {
-                            s.delivered.push(t);
-                        }
-                        s.set(t, Proc::Down);
-                        Event::Delivered(Err(StepError::Delivery("crashed".into())))
-                    }
-                    _ => {
-                        s.set(t, Proc::Down);
-                        Event::Delivered(Err(StepError::Delivery("crashed".into())))
-                    }
-                }
+                deliver(s, &mut a, t, outcome, Proc::Standby)
             }
             Action::StopNode | Action::Switch => {
                 let switching = matches!(a.pending, Action::Switch);
@@ -499,32 +502,7 @@ impl UpgradeModel {
                 let t = target_of(&a.core)?;
                 s.set(t, Proc::Starting);
                 a.tracked = Some(t);
-                match outcome {
-                    Outcome::Ok if a.keys => {
-                        a.keys = false;
-                        if !s.sealed.contains(&t) {
-                            s.sealed.push(t);
-                        }
-                        if !s.delivered.contains(&t) {
-                            s.delivered.push(t);
-                        }
-                        Event::Delivered(Result::Ok(t.into()))
-                    }
-                    Outcome::SealedThenCrashed if a.keys => {
-                        if !s.sealed.contains(&t) {
-                            s.sealed.push(t);
-                        }
-                        if !s.delivered.contains(&t) {
-                            s.delivered.push(t);
-                        }
-                        s.set(t, Proc::Down);
-                        Event::Delivered(Err(StepError::Delivery("crashed".into())))
-                    }
-                    _ => {
-                        s.set(t, Proc::Down);
-                        Event::Delivered(Err(StepError::Delivery("crashed".into())))
-                    }
-                }
+                deliver(s, &mut a, t, outcome, Proc::Starting)
             }
             Action::AwaitReady => match a.tracked {
                 Some(t) if ok && s.node(t) == Proc::Starting && s.sealed.contains(&t) => {
