@@ -237,8 +237,11 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         verification.lost()
     );
     if let Some(path) = &a.metrics_out {
+        // Once the commit is counted (the agent publishes its status just before).
         let scrape = lab
-            .metrics(&lab.agent_url())
+            .wait_metrics(&lab.agent_url(), Duration::from_secs(60), |m| {
+                m.contains("dcupgrade_upgrades_total{outcome=\"committed\"")
+            })
             .await
             .map_err(|e| anyhow!(e))?;
         std::fs::write(path, scrape)

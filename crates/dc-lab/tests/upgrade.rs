@@ -235,8 +235,11 @@ async fn new_version_that_fails_its_health_check_is_rolled_back() {
 
 #[test]
 fn the_demo_command_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = dir.path().join("metrics.txt");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dcupgrade-demo"))
-        .args(["--objects", "5"])
+        .args(["--objects", "5", "--metrics-out"])
+        .arg(&metrics)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -259,6 +262,17 @@ fn the_demo_command_succeeds() {
     }
     assert_eq!(result.get("failed_requests"), Some(&"0"), "{text}");
     assert_eq!(result.get("lost_writes"), Some(&"0"), "{text}");
+    // --metrics-out: the agent's scrape after the upgrade (the format is checked with
+    // promtool in tests/metrics.rs).
+    let m = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        m.contains("dcupgrade_upgrades_total{outcome=\"committed\",reason=\"none\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("dcupgrade_upgrade_downtime_seconds_count 1"),
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
